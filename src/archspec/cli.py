@@ -1,0 +1,116 @@
+"""Command line: parses arguments and calls the pipeline; maps errors to exit codes, never tracebacks.
+
+Exit codes: 0 success, 1 invalid spec, 2 usage error, 3 data error, 4 checkpoint/run error,
+5 training error, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from . import __version__
+from .errors import ArchspecError, SpecError, render_github, render_json
+
+EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="archspec", description="Declarative model compiler for PyTorch.")
+    p.add_argument("--version", action="version", version=f"archspec {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    v = sub.add_parser("validate", help="check specs without importing torch")
+    v.add_argument("files", nargs="+", metavar="FILE")
+    v.add_argument("--strict", action="store_true", help="treat warnings as errors")
+    v.add_argument("--format", choices=["text", "json", "github"], default="text")
+    v.add_argument("--shapes", action="store_true", help="print every node's inferred output shape")
+
+    sub.add_parser("schema", help="print the JSON Schema (draft 2020-12) of the spec language")
+
+    b = sub.add_parser("build", help="compile a spec into an nn.Module and summarise it")
+    b.add_argument("file", metavar="SPEC")
+    b.add_argument("--format", choices=["text", "json"], default="text")
+    b.add_argument("--graph", choices=["mermaid", "dot"], help="print a diagram of the graph instead")
+    b.add_argument("--export", choices=["torchscript", "onnx", "torch_export"], action="append",
+                   help="export the model (repeatable)")
+    b.add_argument("--out", metavar="DIR", help="directory for --export / --graph output")
+    return p
+
+
+def cmd_validate(args) -> int:
+    from .pipeline import check_file
+
+    results = [check_file(f) for f in args.files]
+    diags = [d for r in results for d in r.diagnostics]
+    if args.format == "json":
+        payload = [{"file": r.file, "valid": r.ok(args.strict),
+                    "shapes": {n: s.to_dict() for n, s in r.shapes.items()},
+                    "diagnostics": [d.to_dict() for d in r.diagnostics]} for r in results]
+        print(json.dumps(payload, indent=2))
+    elif args.format == "github":
+        for d in diags:
+            print(render_github(d))
+    else:
+        for r in results:
+            for d in r.diagnostics:
+                print(d.render())
+            if r.ok(args.strict):
+                heads = len(r.graph.predictions()) if r.graph else 0
+                print(f"{r.file}: ok — {len(r.graph.nodes)} nodes, {heads} predictions"
+                      + (f", {len(r.warnings)} warnings" if r.warnings else ""))
+                if args.shapes:
+                    for name in r.graph.order:
+                        print(f"  {r.graph.section[name]:8} {name:24} {r.graph.nodes[name].type:14} {r.shapes.get(name, '?')}")
+        bad = [r for r in results if not r.ok(args.strict)]
+        if bad:
+            n_err = sum(len(r.errors) for r in results)
+            n_warn = sum(len(r.warnings) for r in results)
+            print(f"{len(bad)} of {len(results)} specs invalid: {n_err} errors, {n_warn} warnings"
+                  + (" (--strict)" if args.strict else ""), file=sys.stderr)
+    return EXIT_OK if all(r.ok(args.strict) for r in results) else EXIT_INVALID
+
+
+def cmd_schema(args) -> int:
+    from .spec import json_schema
+
+    print(json.dumps(json_schema(), indent=2, sort_keys=False))
+    return EXIT_OK
+
+
+def cmd_build(args) -> int:
+    from .commands.build import run_build
+
+    return run_build(args)
+
+
+COMMANDS = {"validate": cmd_validate, "schema": cmd_schema, "build": cmd_build}
+
+
+def main(argv=None) -> int:
+    parser = _parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0) and EXIT_USAGE
+    if not args.command:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    try:
+        return COMMANDS[args.command](args)
+    except SpecError as exc:
+        print(exc.render(), file=sys.stderr)
+        return EXIT_INVALID
+    except ArchspecError as exc:
+        print(f"archspec: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("archspec: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

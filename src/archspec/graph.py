@@ -1,0 +1,170 @@
+"""Stage 4: the spec as a graph — names resolved, edges checked, topological order, no cycles."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from .errors import ERROR, WARNING, Diagnostic, did_you_mean
+from .spec import SECTIONS
+
+NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+# which sections a node of each section may reference
+_MAY_READ = {
+    "inputs": set(),
+    "encoders": {"inputs", "encoders", "fusions"},
+    "fusions": {"inputs", "encoders", "fusions", "heads"},
+    "heads": {"inputs", "encoders", "fusions"},
+}
+
+
+@dataclass
+class Graph:
+    """A checked graph view of a spec.
+
+    Attributes:
+        nodes: name → config, in the order written.
+        section: name → section (`inputs`, `encoders`, `fusions`, `heads`).
+        edges: name → names it reads, in order.
+        order: topological order (every node after the nodes it reads); cyclic nodes left out.
+    """
+
+    nodes: dict = field(default_factory=dict)
+    section: dict = field(default_factory=dict)
+    edges: dict = field(default_factory=dict)
+    order: list = field(default_factory=list)
+    incomplete: bool = False
+
+    def path(self, name: str) -> tuple:
+        return (self.section[name], name)
+
+    def consumers(self) -> dict:
+        out = {n: [] for n in self.nodes}
+        for n, srcs in self.edges.items():
+            for s in srcs:
+                if s in out:
+                    out[s].append(n)
+        return out
+
+    def is_late(self, name: str) -> bool:
+        return getattr(self.nodes.get(name), "type", None) == "late"
+
+    def predictions(self) -> list[str]:
+        """Nodes that make a prediction with labels: heads and late fusions."""
+        return [n for n in self.order if self.section[n] == "heads" or self.is_late(n)]
+
+
+def build_graph(spec, report, broken=frozenset()) -> Graph:
+    """Resolve names and order the nodes.
+
+    Args:
+        spec: a validated ``Spec``.
+        report: ``report(code, path, message, hint, severity=ERROR)``.
+        broken: names of nodes that failed schema validation (references to them are not reported).
+
+    Returns:
+        the :class:`Graph` (partial when references are broken; problems go to ``report``).
+    """
+    g = Graph()
+    for section in SECTIONS:
+        for name, cfg in getattr(spec, section).items():
+            if not NAME_RE.match(name):
+                report("E-NAME", (section, name), f"node name '{name}' is not an identifier",
+                       "use letters, digits and underscores, not starting with a digit "
+                       "(names become module names in the state dict)")
+            if name in g.nodes:
+                report("E-NAME-DUP", (section, name), f"'{name}' is already a node in `{g.section[name]}`",
+                       "node names are unique across the whole spec; rename one")
+                continue
+            g.nodes[name] = cfg
+            g.section[name] = section
+    if not spec.heads and not broken:
+        report("E-NO-HEADS", ("heads",), "the spec has no heads, so nothing is predicted or trained",
+               "add a head (e.g. `type: multiclass`)")
+
+    for name, cfg in g.nodes.items():
+        sec = g.section[name]
+        srcs = []
+        for rel, ref in cfg.references():
+            path = (sec, name) + rel
+            if ref in broken:
+                continue
+            if ref not in g.nodes:
+                hint = did_you_mean(ref, g.nodes) or f"known nodes: {', '.join(sorted(g.nodes))}"
+                report("E-REF", path, f"unknown node '{ref}'", hint)
+                continue
+            if ref == name:
+                report("E-CYCLE", path, f"'{name}' reads itself", "read another node")
+                continue
+            rsec = g.section[ref]
+            late = cfg.type == "late"
+            ok = rsec in _MAY_READ[sec]
+            if sec == "fusions":
+                ok = (rsec == "heads" or (rsec == "fusions" and g.is_late(ref))) if late else rsec != "heads"
+            elif rsec == "fusions" and g.is_late(ref):
+                ok = False
+            if not ok:
+                what = {"inputs": "an input", "encoders": "an encoder", "heads": "a head"}.get(rsec, "a fusion")
+                if g.is_late(ref):
+                    what = "a late fusion (a prediction)"
+                if late:
+                    hint = ("a late fusion combines predictions: list heads (or late fusions); "
+                            "to fuse features use `type: early`")
+                elif rsec == "heads" or g.is_late(ref):
+                    hint = ("predictions are combined by a `late` fusion; features are read from "
+                            "inputs, encoders and early fusions")
+                else:
+                    hint = "read an input, encoder or early fusion"
+                report("E-REF-KIND", path, f"`{sec}.{name}` cannot read '{ref}', which is {what}", hint)
+                continue
+            srcs.append(ref)
+        g.edges[name] = srcs
+        g.incomplete = g.incomplete or len(srcs) != len(cfg.references())
+
+    # Kahn's algorithm; whatever is left sits on a cycle.
+    indeg = {n: len(v) for n, v in g.edges.items()}
+    cons = g.consumers()
+    ready = [n for n in g.nodes if indeg[n] == 0]
+    while ready:
+        n = ready.pop(0)
+        g.order.append(n)
+        for c in cons[n]:
+            indeg[c] -= 1
+            if indeg[c] == 0:
+                ready.append(c)
+    cyclic = [n for n in g.nodes if n not in g.order]
+    if cyclic:
+        cycle = _find_cycle(g, cyclic)
+        first = cycle[0]
+        report("E-CYCLE", g.path(first), "cycle: " + " → ".join(cycle + [first]),
+               "a spec is a directed acyclic graph; break the cycle")
+    return g
+
+
+def _find_cycle(g: Graph, nodes: list) -> list:
+    start = nodes[0]
+    seen, path = {}, []
+    n = start
+    while n not in seen:
+        seen[n] = len(path)
+        path.append(n)
+        nxt = [s for s in g.edges.get(n, []) if s in nodes]
+        if not nxt:
+            break
+        n = nxt[0]
+    cycle = path[seen.get(n, 0):]
+    return list(reversed(cycle))
+
+
+def unused_nodes(g: Graph) -> list[str]:
+    """Inputs, encoders and fusions that no prediction depends on."""
+    needed = set()
+    stack = [n for n in g.nodes if g.section[n] == "heads" or g.is_late(n)]
+    while stack:
+        n = stack.pop()
+        if n in needed:
+            continue
+        needed.add(n)
+        stack.extend(g.edges.get(n, []))
+    return [n for n in g.nodes if n not in needed]

@@ -1,0 +1,63 @@
+"""Static shapes: what every node of a spec outputs, known before any weight exists.
+
+A :class:`Shape` is the per-example shape (the batch dimension ``B`` is implicit) plus what the
+values mean, so the checker can tell token ids from float features and logits from
+probabilities. A dimension of ``None`` is *deferred*: it is only known once the model is built
+(e.g. a hub model whose config is not available offline).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# What a tensor holds. The checker matches these against what each component accepts.
+TOKENS = "tokens"  # int64 token ids (B, T), with an attention mask
+IMAGE = "image"  # float pixels (B, C, H, W)
+FEATURES = "features"  # float feature vectors (B, D)
+INDEX = "index"  # int64 category index (B,)
+LOGITS = "logits"  # unnormalised class scores (B, C)
+PROBS = "probs"  # probabilities in [0, 1] (B, C)
+SCORE = "score"  # a similarity score (B,)
+VALUES = "values"  # regression outputs (B, D)
+
+
+@dataclass(frozen=True)
+class Shape:
+    """Per-example shape of one node's output.
+
+    Attributes:
+        kind: what the values are (``tokens``, ``image``, ``features``, ``index``, ``logits``,
+            ``probs``, ``score``, ``values``).
+        dims: dimensions after the batch; ``None`` marks a dimension deferred to build time.
+        dtype: ``float32`` or ``int64``.
+        range: for scores, the value range (e.g. ``(-1.0, 1.0)`` for a raw cosine), else ``None``.
+    """
+
+    kind: str
+    dims: tuple = ()
+    dtype: str = "float32"
+    range: tuple | None = None
+
+    @property
+    def width(self):
+        """Last dimension (the feature width), or ``None`` when deferred or scalar."""
+        return self.dims[-1] if self.dims else None
+
+    @property
+    def known(self) -> bool:
+        return all(d is not None for d in self.dims)
+
+    def batch_shape(self) -> str:
+        """``(B, 512)``-style text, ``?`` for deferred dimensions."""
+        dims = ", ".join("?" if d is None else str(d) for d in self.dims)
+        return f"(B, {dims})" if dims else "(B,)"
+
+    def __str__(self) -> str:
+        return f"{self.batch_shape()} {self.kind}"
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "shape": ["B", *self.dims], "dtype": self.dtype}
+
+
+def features(width) -> Shape:
+    return Shape(FEATURES, (width,))

@@ -1,0 +1,79 @@
+"""Stage 2: the spec language as strict pydantic models (torch-free).
+
+Component configs register themselves (see :mod:`archspec.registry`); :func:`spec_model` assembles
+the root :class:`Spec` model from the registries, so plugins extend the language.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, Union
+
+from pydantic import Field, create_model
+
+from ..registry import REGISTRIES, load_plugins, on_change
+from . import encoders, fusions, heads, inputs, losses, training  # noqa: F401  (register components)
+from .base import Name, StrictModel
+from .training import TrainingConfig
+
+SECTIONS = {"inputs": "input", "encoders": "encoder", "fusions": "fusion", "heads": "head"}
+FORMAT_VERSION = 1
+
+_cache: dict = {}
+on_change(_cache.clear)
+
+
+def _union(kind: str):
+    classes = tuple(REGISTRIES[kind].configs[n] for n in REGISTRIES[kind].names())
+    if len(classes) == 1:
+        return classes[0]
+    return Annotated[Union[classes], Field(discriminator="type")]
+
+
+def spec_model() -> type:
+    """The root model, built from every registered component (plugins included)."""
+    if "model" not in _cache:
+        load_plugins()
+        fields = {
+            "archspec": (Literal[1], Field(description="Spec format version. Always `1` for now.")),
+            "name": (Name, Field(pattern=r"^[A-Za-z0-9_.-]+$", description="Name of the model (used for run directories and exports).")),
+            "description": (str, Field("", description="What the model is for.")),
+        }
+        for section, kind in SECTIONS.items():
+            required = section in ("inputs", "heads")
+            fields[section] = (
+                dict[Name, _union(kind)],
+                Field(... if required else {}, description=_SECTION_DOCS[section]),
+            )
+        fields["training"] = (TrainingConfig, Field(TrainingConfig(), description="How to train."))
+        model = create_model("Spec", __base__=StrictModel, **fields)
+        model.__doc__ = "An archspec model spec: a graph of named inputs, encoders, fusions and heads."
+        _cache["model"] = model
+    return _cache["model"]
+
+
+_SECTION_DOCS = {
+    "inputs": "Data columns the model reads, by node name.",
+    "encoders": "Encoders over inputs (or over other encoders/fusions), by node name.",
+    "fusions": "Early (feature-level) and late (decision-level) fusions, by node name.",
+    "heads": "Predictions with their losses and metrics, by node name.",
+}
+
+
+def node_adapter(section: str):
+    """A pydantic ``TypeAdapter`` validating one node of ``section``."""
+    key = ("adapter", section)
+    if key not in _cache:
+        from pydantic import TypeAdapter
+
+        load_plugins()
+        _cache[key] = TypeAdapter(_union(SECTIONS[section]))
+    return _cache[key]
+
+
+def json_schema() -> dict:
+    """JSON Schema (draft 2020-12) of the spec language, generated from the models."""
+    schema = spec_model().model_json_schema(by_alias=True)
+    schema = {"$schema": "https://json-schema.org/draft/2020-12/schema",
+              "$id": "https://archspec.dev/schema/v1/archspec.schema.json",
+              "title": "archspec spec", **schema}
+    return schema

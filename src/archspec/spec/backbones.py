@@ -1,0 +1,46 @@
+"""Feature widths of torchvision classification backbones, known without importing torchvision.
+
+The width is that of the pooled features once the classifier is removed (what the ``torchvision``
+encoder outputs). A build dry-run proves each figure; a backbone missing from this table is still
+buildable by name but its width is deferred to build time.
+"""
+
+from __future__ import annotations
+
+_W = {}
+
+
+def _family(width: int, *names: str) -> None:
+    for n in names:
+        _W[n] = width
+
+
+_family(512, "resnet18", "resnet34", "squeezenet1_0", "squeezenet1_1", "vgg11", "vgg11_bn", "vgg13",
+        "vgg13_bn", "vgg16", "vgg16_bn", "vgg19", "vgg19_bn", "maxvit_t")
+_family(2048, "resnet50", "resnet101", "resnet152", "resnext50_32x4d", "resnext101_32x8d",
+        "resnext101_64x4d", "wide_resnet50_2", "wide_resnet101_2", "inception_v3", "shufflenet_v2_x2_0")
+_family(1280, "mobilenet_v2", "efficientnet_b0", "efficientnet_b1", "efficientnet_v2_s",
+        "efficientnet_v2_m", "efficientnet_v2_l", "mnasnet0_5", "mnasnet0_75", "mnasnet1_0",
+        "mnasnet1_3", "vit_h_14")
+_family(576, "mobilenet_v3_small")
+_family(960, "mobilenet_v3_large")
+_family(1408, "efficientnet_b2")
+_family(1536, "efficientnet_b3", "convnext_large")
+_family(1792, "efficientnet_b4")
+_family(2304, "efficientnet_b6")
+_family(2560, "efficientnet_b7")
+_family(1024, "densenet121", "convnext_base", "swin_b", "swin_v2_b", "vit_l_16", "vit_l_32",
+        "googlenet", "shufflenet_v2_x0_5", "shufflenet_v2_x1_0", "shufflenet_v2_x1_5")
+_family(2208, "densenet161")
+_family(1664, "densenet169")
+_family(1920, "densenet201")
+_family(768, "convnext_tiny", "convnext_small", "swin_t", "swin_s", "swin_v2_t", "swin_v2_s",
+        "vit_b_16", "vit_b_32")
+_W["efficientnet_b5"] = 2048
+_W["alexnet"] = 256
+
+#: backbones whose input size is fixed by their architecture
+FIXED_SIZE = {"vit_b_16": 224, "vit_b_32": 224, "vit_l_16": 224, "vit_l_32": 224, "vit_h_14": 518,
+              "inception_v3": 299}
+
+BACKBONE_WIDTHS: dict[str, int] = dict(sorted(_W.items()))

@@ -1,0 +1,133 @@
+"""The `training` section: data, optimiser, schedule and loop settings."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, Union
+
+from pydantic import Field
+
+from ..registry import register_config
+from .base import NonNegFloat, NonNegInt, PositiveFloat, PositiveInt, Probability, StrictModel
+
+Path = Annotated[str, Field(min_length=1, max_length=4096)]
+
+
+class DataConfig(StrictModel):
+    """Where the data is. Paths are relative to the spec file; CSV, Parquet or JSON Lines by extension."""
+
+    train: Path | None = None
+    """Training data file."""
+    validation: Path | None = None
+    """Validation file; if absent, `validation_split` of the training file is held out."""
+    test: Path | None = None
+    """Held-out test file for `archspec evaluate`."""
+
+
+class OptimizerBase(StrictModel):
+    lr: PositiveFloat = 1e-3
+    """Learning rate (peak rate when a schedule is used)."""
+    weight_decay: NonNegFloat = 0.0
+    """L2 penalty (decoupled for `adamw`)."""
+
+
+@register_config("optimizer", "adam")
+class AdamConfig(OptimizerBase):
+    """Adam (Keras' `optimizer="adam"`: lr 1e-3, betas 0.9/0.999, eps 1e-7)."""
+
+    type: Literal["adam"]
+    betas: Annotated[list[Probability], Field(min_length=2, max_length=2)] = [0.9, 0.999]
+    eps: PositiveFloat = 1e-7
+    """Keras' default epsilon (PyTorch's is 1e-8)."""
+
+
+@register_config("optimizer", "adamw")
+class AdamWConfig(OptimizerBase):
+    """AdamW: Adam with decoupled weight decay."""
+
+    type: Literal["adamw"]
+    betas: Annotated[list[Probability], Field(min_length=2, max_length=2)] = [0.9, 0.999]
+    eps: PositiveFloat = 1e-8
+    weight_decay: NonNegFloat = 0.01
+
+
+@register_config("optimizer", "sgd")
+class SGDConfig(OptimizerBase):
+    """Stochastic gradient descent with optional (Nesterov) momentum."""
+
+    type: Literal["sgd"]
+    lr: PositiveFloat = 0.01
+    momentum: Probability = 0.0
+    nesterov: bool = False
+
+
+OptimizerConfig = Annotated[Union[AdamConfig, AdamWConfig, SGDConfig], Field(discriminator="type")]
+
+
+@register_config("schedule", "constant")
+class ConstantScheduleConfig(StrictModel):
+    """The same learning rate throughout (after an optional warmup)."""
+
+    type: Literal["constant"]
+    warmup_steps: NonNegInt = 0
+    """Steps of linear warmup from 0 to the peak rate."""
+
+
+@register_config("schedule", "cosine")
+class CosineScheduleConfig(StrictModel):
+    """Cosine decay from the peak rate to `min_lr` over training, after an optional warmup."""
+
+    type: Literal["cosine"]
+    warmup_steps: NonNegInt = 0
+    min_lr: NonNegFloat = 0.0
+
+
+@register_config("schedule", "linear")
+class LinearScheduleConfig(StrictModel):
+    """Linear warmup then linear decay to zero."""
+
+    type: Literal["linear"]
+    warmup_steps: NonNegInt = 0
+
+
+ScheduleConfig = Annotated[
+    Union[ConstantScheduleConfig, CosineScheduleConfig, LinearScheduleConfig], Field(discriminator="type")
+]
+
+
+class EarlyStoppingConfig(StrictModel):
+    """Stop when a validation metric stops improving."""
+
+    metric: Annotated[str, Field(min_length=1, max_length=128)]
+    """`HEAD/METRIC` (e.g. `sentiment/accuracy`) or `loss` (total validation loss)."""
+    mode: Literal["max", "min", "auto"] = "auto"
+    """Whether larger is better; `auto` picks `min` for losses and errors, `max` otherwise."""
+    patience: PositiveInt = 3
+    """Epochs without improvement before stopping."""
+    min_delta: NonNegFloat = 0.0
+
+
+class TrainingConfig(StrictModel):
+    """How to train (Keras `compile`/`fit` defaults where Keras has one)."""
+
+    data: DataConfig = DataConfig()
+    optimizer: OptimizerConfig = AdamConfig(type="adam")
+    schedule: ScheduleConfig = ConstantScheduleConfig(type="constant")
+    batch_size: Annotated[int, Field(gt=0, le=1_000_000, strict=True)] = 32
+    epochs: Annotated[int, Field(gt=0, le=100_000, strict=True)] = 10
+    max_steps: PositiveInt | None = None
+    """Stop after this many optimizer steps (overrides `epochs` when reached first)."""
+    validation_split: Probability = 0.2
+    """Share of the training file held out for validation when no validation file is given."""
+    seed: NonNegInt = 0
+    """Seeds data splitting, shuffling, initialisation and dropout."""
+    grad_clip: PositiveFloat | None = None
+    """Clip the global gradient norm to this value."""
+    grad_accumulation: Annotated[int, Field(gt=0, le=4096, strict=True)] = 1
+    """Micro-batches per optimizer step."""
+    mixed_precision: Literal["auto", "off", "bf16", "fp16"] = "auto"
+    """`auto` uses bf16 autocast on CUDA when supported, full precision on CPU."""
+    on_nonfinite: Literal["error", "skip"] = "error"
+    """On a NaN/inf loss: stop with an error naming the head, or skip the step and count it."""
+    early_stopping: EarlyStoppingConfig | None = None
+    num_workers: NonNegInt = 0
+    """Data loader worker processes."""
