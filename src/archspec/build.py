@@ -1,0 +1,187 @@
+"""Stage 6: compile a checked spec into a :class:`~archspec.nn.model.CompiledModel` and its loss.
+
+Nodes are built in topological order. Each node is dry-run on a tiny batch right after it is
+built, which proves the checker's inferred shape (or fills in a deferred width) before any
+downstream builder sizes its layers from it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from . import nn as _nn  # noqa: F401  (registers the builders)
+from .errors import BuildError, ShapeError
+from .pipeline import Checked, load_spec
+from .registry import REGISTRIES, load_plugins
+from .shapes import TOKENS, Shape
+
+_KIND = {"encoders": "encoder", "fusions": "fusion", "heads": "head"}
+
+
+class BuildContext:
+    """What builders may ask about the rest of the graph."""
+
+    def __init__(self, checked: Checked, vocab: dict):
+        self.checked = checked
+        self.graph = checked.graph
+        self.vocab = vocab
+        self.base_dir = checked.base_dir or Path.cwd()
+
+    def node(self, name: str):
+        return self.graph.nodes[name]
+
+    def width(self, shape: Shape) -> int:
+        if shape.width is None:
+            raise BuildError(f"width of {shape} unknown at build time")
+        return shape.width
+
+    def resolve_path(self, p: str) -> Path:
+        path = Path(p).expanduser()
+        return path if path.is_absolute() else (self.base_dir / path)
+
+    def cardinality(self, input_name: str) -> int:
+        return self.vocab.get(input_name) or self.node(input_name).cardinality
+
+    def vocab_size(self, input_name: str) -> int:
+        if input_name in self.vocab:
+            return self.vocab[input_name]
+        tok = self.node(input_name).tokenizer
+        if tok.type == "wordpiece":
+            return tok.vocab_size
+        try:
+            from transformers import AutoTokenizer
+
+            ref = str(self.resolve_path(tok.name)) if tok.name.startswith((".", "/", "~")) else tok.name
+            return len(AutoTokenizer.from_pretrained(ref))
+        except (OSError, ValueError) as exc:
+            raise BuildError(f"cannot load tokenizer '{tok.name}' for input '{input_name}': "
+                             f"{str(exc).splitlines()[0]} — give a local directory") from None
+
+    def prediction_kind(self, name: str) -> str:
+        from .checks import prediction_kind
+
+        return prediction_kind(self.graph, name)
+
+
+def _vocab_sizes(checked: Checked, preprocessor) -> dict:
+    vocab = {}
+    for name, cfg in checked.spec.inputs.items():
+        if preprocessor is not None:
+            try:
+                vocab[name] = preprocessor.vocab_size(name)
+                continue
+            except (KeyError, AttributeError, TypeError):
+                pass
+        if cfg.type == "categorical":
+            vocab[name] = cfg.cardinality
+        elif cfg.type == "text" and cfg.tokenizer.type == "wordpiece":
+            vocab[name] = cfg.tokenizer.vocab_size
+    return vocab
+
+
+def _same(actual: tuple, inferred: tuple) -> bool:
+    return len(actual) == len(inferred) and all(i is None or a == i for a, i in zip(actual, inferred))
+
+
+def compile_spec(source, *, seed: int | None = None, preprocessor=None, dry_run: bool = True):
+    """Compile a spec into a model.
+
+    Args:
+        source: a spec path, YAML text, or a :class:`~archspec.pipeline.Checked`.
+        seed: seeds parameter initialisation (defaults to ``training.seed``).
+        preprocessor: fitted preprocessing (gives real vocabulary sizes), optional.
+        dry_run: run every node on a tiny batch to prove the inferred shapes (always on by default).
+
+    Returns:
+        the :class:`~archspec.nn.model.CompiledModel`; its loss is ``archspec.build.compile_loss(model)``.
+
+    Raises:
+        SpecError: the spec is invalid.
+        BuildError: a component cannot be built (e.g. model files missing).
+        ShapeError: a node's output differs from the inferred shape.
+
+    Example:
+        >>> m = compile_spec("archspec: 1\\nname: m\\ninputs: {x: {type: numeric, columns: [a, b]}}\\n"
+        ...                  "heads: {y: {type: regression, from: x}}\\n")
+        >>> m(m.example_batch())["y"].shape
+        torch.Size([2, 1])
+    """
+    from .nn.model import CompiledModel
+
+    load_plugins()
+    checked = load_spec(source)
+    g = checked.graph
+    seed = checked.spec.training.seed if seed is None else seed
+    torch.manual_seed(seed)
+    vocab = _vocab_sizes(checked, preprocessor)
+    ctx = BuildContext(checked, vocab)
+    inputs = {n: checked.shapes[n] for n in g.order if g.section[n] == "inputs"}
+
+    # tiny batch flowing through the graph as we build
+    probe = CompiledModel([], {}, {}, [], {}, [], inputs, {}, {})
+    probe.vocab = vocab
+    values = probe.example_batch(2) if dry_run else {}
+    shapes = dict(inputs)
+
+    modules, plan, similarity, frozen = {}, [], {}, []
+    for name in g.order:
+        section = g.section[name]
+        if section == "inputs":
+            continue
+        cfg = g.nodes[name]
+        srcs = g.edges[name]
+        in_shapes = [shapes[s] for s in srcs]
+        builder = REGISTRIES[_KIND[section]].builders.get(cfg.type)
+        if builder is None:
+            raise BuildError(f"{section}.{name}: no builder registered for type '{cfg.type}'")
+        try:
+            module = builder(cfg, in_shapes, ctx)
+        except BuildError as exc:
+            raise BuildError(f"{section}.{name}: {exc}") from None
+        args = []
+        for s in srcs:
+            args.append(s)
+            if shapes[s].kind == TOKENS:
+                args.append(s + ".mask")
+        plan.append((name, section, args))
+        modules[name] = module
+        if cfg.type == "similarity":
+            similarity[name] = (cfg.query, cfg.candidate)
+        if section == "encoders" and not cfg.trainable:
+            frozen.append(name)
+        inferred = checked.shapes[name]
+        if dry_run:
+            module.eval()
+            with torch.no_grad():
+                try:
+                    out = module(*[values[a] for a in args])
+                except Exception as exc:  # noqa: BLE001 - report which node failed, with the cause
+                    raise ShapeError(f"{section}.{name} ({cfg.type}) failed on a dry run with inputs "
+                                     f"{[str(shapes[s]) for s in srcs]}: {exc}") from exc
+            values[name] = out
+            actual = tuple(out.shape[1:])
+            if not _same(actual, inferred.dims):
+                raise ShapeError(f"{section}.{name} ({cfg.type}) outputs (B, {', '.join(map(str, actual))}) but "
+                                 f"the checker inferred {inferred.batch_shape()} — this is a bug in the "
+                                 f"'{cfg.type}' component; please report it")
+            shapes[name] = Shape(inferred.kind, actual, inferred.dtype, inferred.range)
+        else:
+            shapes[name] = inferred
+        module.train()
+
+    model = CompiledModel(plan, modules, dict(g.section), g.predictions(), similarity, frozen, inputs,
+                          dict(g.nodes), shapes)
+    model.vocab = vocab
+    model.checked = checked
+    model.train()
+    return model
+
+
+def compile_loss(model):
+    """The loss of a compiled model: ``loss(outputs, targets) -> (total, per_head)``."""
+    from .nn.losses import build_loss
+
+    return build_loss(model)

@@ -1,0 +1,228 @@
+"""Torch builders of the encoders (configs live in :mod:`archspec.spec.encoders`)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..errors import BuildError
+from ..registry import register_builder
+from .layers import activation, dense_stack, masked_pool
+
+
+class MLP(nn.Module):
+    def __init__(self, in_width: int, widths: list[int], act: str, dropout: float, norm: str, activate_last: bool):
+        super().__init__()
+        self.net, self.out_width = dense_stack(in_width, widths, act, dropout, norm, activate_last)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, D_in) -> (B, D_out)
+        return self.net(x)
+
+
+@register_builder("encoder", "mlp")
+def build_mlp(cfg, in_shapes, ctx) -> nn.Module:
+    return MLP(ctx.width(in_shapes[0]), list(cfg.layers), cfg.activation, cfg.dropout, cfg.norm, cfg.activate_last)
+
+
+class Identity(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+@register_builder("encoder", "identity")
+def build_identity(cfg, in_shapes, ctx) -> nn.Module:
+    return Identity()
+
+
+class Embedding(nn.Module):
+    def __init__(self, rows: int, dim: int):
+        super().__init__()
+        self.embedding = nn.Embedding(rows, dim)
+
+    def forward(self, index: torch.Tensor) -> torch.Tensor:  # (B,) -> (B, dim)
+        return self.embedding(index)
+
+
+@register_builder("encoder", "embedding")
+def build_embedding(cfg, in_shapes, ctx) -> nn.Module:
+    return Embedding(ctx.cardinality(cfg.input), cfg.dim)
+
+
+class EmbeddingBag(nn.Module):
+    """Token embeddings pooled over the unmasked positions."""
+
+    def __init__(self, vocab: int, dim: int, pooling: str):
+        super().__init__()
+        self.embedding = nn.Embedding(vocab, dim, padding_idx=0)
+        self.pooling = pooling
+
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:  # (B, T), (B, T) -> (B, dim)
+        return masked_pool(self.embedding(ids), mask, self.pooling)
+
+
+@register_builder("encoder", "embedding_bag")
+def build_embedding_bag(cfg, in_shapes, ctx) -> nn.Module:
+    return EmbeddingBag(cfg.vocab_size or ctx.vocab_size(cfg.input), cfg.dim, cfg.pooling)
+
+
+class CNN(nn.Module):
+    """conv → norm → act → 2x2 max-pool per stage (no pool after the last), then global pooling."""
+
+    def __init__(self, in_channels: int, channels: list[int], kernel: int, act: str, norm: str, pool: str):
+        super().__init__()
+        stages: list[nn.Module] = []
+        c = in_channels
+        for i, out in enumerate(channels):
+            stages.append(nn.Conv2d(c, out, kernel, padding=kernel // 2, bias=norm == "none"))
+            if norm == "batch_norm":
+                stages.append(nn.BatchNorm2d(out))
+            stages.append(activation(act))
+            if i < len(channels) - 1:
+                stages.append(nn.MaxPool2d(2))
+            c = out
+        self.features = nn.Sequential(*stages)
+        self.pool = nn.AdaptiveAvgPool2d(1) if pool == "avg" else nn.AdaptiveMaxPool2d(1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, channels[-1])
+        return self.pool(self.features(x)).flatten(1)
+
+
+@register_builder("encoder", "cnn")
+def build_cnn(cfg, in_shapes, ctx) -> nn.Module:
+    return CNN(in_shapes[0].dims[0], list(cfg.channels), cfg.kernel_size, cfg.activation, cfg.norm, cfg.global_pool)
+
+
+class Backbone(nn.Module):
+    def __init__(self, body: nn.Module):
+        super().__init__()
+        self.body = body
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 3, H, W) -> (B, D)
+        out = self.body(x)
+        return out.flatten(1)
+
+
+def _strip_classifier(name: str, m: nn.Module) -> nn.Module:
+    """Remove the classification layer(s) so the model outputs pooled features."""
+    if name.startswith(("vgg", "alexnet")):
+        m.avgpool = nn.AdaptiveAvgPool2d(1)
+        m.classifier = nn.Flatten(1)
+    elif name.startswith("squeezenet"):
+        m.classifier = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(1))
+    elif name.startswith("convnext"):
+        m.classifier[-1] = nn.Identity()
+    elif name.startswith("maxvit"):
+        m.classifier = nn.Sequential(*list(m.classifier)[:3])
+    elif hasattr(m, "fc") and isinstance(m.fc, nn.Module):
+        m.fc = nn.Identity()
+    elif hasattr(m, "heads"):
+        m.heads = nn.Identity()
+    elif hasattr(m, "head") and isinstance(m.head, nn.Linear):
+        m.head = nn.Identity()
+    elif hasattr(m, "classifier"):
+        m.classifier = nn.Identity()
+    else:
+        raise BuildError(f"torchvision model '{name}': cannot find its classifier to remove")
+    return m
+
+
+def _cached_weights(name: str, weights: str):
+    import torchvision
+
+    try:
+        enum = torchvision.models.get_model_weights(name)
+        w = enum[weights] if weights != "DEFAULT" else enum.DEFAULT
+    except (KeyError, ValueError) as exc:
+        raise BuildError(f"torchvision model '{name}' has no weights '{weights}'") from exc
+    file = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(w.url)
+    if not file.is_file():
+        raise BuildError(f"weights {name}.{weights} are not in the torch hub cache ({file}); archspec never "
+                         "downloads at build time — download them once with torchvision, or give `weights_path`")
+    return w
+
+
+@register_builder("encoder", "torchvision")
+def build_torchvision(cfg, in_shapes, ctx) -> nn.Module:
+    import torchvision
+
+    if cfg.model not in torchvision.models.list_models():
+        raise BuildError(f"torchvision has no model '{cfg.model}'")
+    kwargs = {}
+    if cfg.model in ("googlenet", "inception_v3"):
+        kwargs = {"aux_logits": False, "init_weights": True} if not cfg.weights else {}
+    weights = _cached_weights(cfg.model, cfg.weights) if cfg.weights else None
+    model = torchvision.models.get_model(cfg.model, weights=weights, **kwargs)
+    if cfg.weights_path:
+        model.load_state_dict(_load_state_dict(ctx.resolve_path(cfg.weights_path)))
+    return Backbone(_strip_classifier(cfg.model, model))
+
+
+def _load_state_dict(path: Path) -> dict:
+    if not path.is_file():
+        raise BuildError(f"weights file not found: {path}")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure is a bad file to the user
+        raise BuildError(f"cannot read weights {path}: {exc}") from exc
+
+
+class HFEncoder(nn.Module):
+    """A transformers encoder pooled to one vector per example."""
+
+    def __init__(self, model: nn.Module, pooling: str):
+        super().__init__()
+        self.model = model
+        self.pooling = pooling
+
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:  # (B, T), (B, T) -> (B, D)
+        out = self.model(input_ids=ids, attention_mask=mask)
+        if self.pooling == "pooler":
+            return out.pooler_output
+        hidden = out.last_hidden_state  # (B, T, D)
+        if self.pooling == "cls":
+            return hidden[:, 0]
+        return masked_pool(hidden, mask, self.pooling)
+
+
+def _hf_reference(cfg, ctx) -> str:
+    ref = cfg.pretrained
+    if ref.startswith((".", "/", "~")):
+        return str(ctx.resolve_path(ref))
+    return ref
+
+
+@register_builder("encoder", "transformer")
+def build_transformer(cfg, in_shapes, ctx) -> nn.Module:
+    from transformers import AutoConfig, AutoModel
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    overrides = dict(cfg.config or {})
+    from ..spec.hf import POOLER_TYPES
+
+    try:
+        if cfg.pretrained is None:
+            model_type = overrides.pop("model_type")
+            hf_cfg = AutoConfig.for_model(model_type, **overrides)
+            pool_kw = {"add_pooling_layer": False} if model_type in POOLER_TYPES and cfg.pooling != "pooler" else {}
+            model = AutoModel.from_config(hf_cfg, **pool_kw)
+        else:
+            ref = _hf_reference(cfg, ctx)
+            overrides.pop("model_type", None)
+            hf_cfg = AutoConfig.from_pretrained(ref, **overrides)
+            pool_kw = ({"add_pooling_layer": False}
+                       if hf_cfg.model_type in POOLER_TYPES and cfg.pooling != "pooler" else {})
+            model = AutoModel.from_pretrained(ref, config=hf_cfg, **pool_kw)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        where = cfg.pretrained or overrides.get("model_type")
+        raise BuildError(f"cannot build transformer '{where}': {str(exc).splitlines()[0]} — give a local "
+                         "directory saved with save_pretrained, or an inline `config` to build it untrained "
+                         "(archspec never downloads; set HF_HUB_OFFLINE=1 to fail fast)") from None
+    return HFEncoder(model, cfg.pooling)

@@ -1,0 +1,155 @@
+"""The compiled model: one module per spec node, named after the node, run in topological order."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..shapes import IMAGE, INDEX, TOKENS, Shape
+
+SECTION_ATTR = {"encoders": "encoders", "fusions": "fusions", "heads": "heads"}
+
+
+class CompiledModel(nn.Module):
+    """An ``nn.Module`` compiled from a spec.
+
+    Submodules live in ``encoders``, ``fusions`` and ``heads`` (``nn.ModuleDict``) under their node
+    names, so ``state_dict()`` keys read like the spec (``encoders.user_tower.net.0.weight``).
+
+    ``forward(batch)`` takes a dict of input tensors keyed by input node name (text inputs also
+    ``"<name>.mask"``) and returns a dict with every prediction's output keyed by node name
+    (logits for heads, probabilities for late fusions unless `logit_average`), plus for similarity
+    heads the tower embeddings ``"<head>.query"`` and ``"<head>.candidate"``.
+    """
+
+    def __init__(self, plan: list, modules: dict, sections: dict, predictions: list, similarity: dict,
+                 frozen: list, inputs: dict, node_configs: dict, shapes: dict):
+        super().__init__()
+        self.encoders = nn.ModuleDict()
+        self.fusions = nn.ModuleDict()
+        self.heads = nn.ModuleDict()
+        for name, module in modules.items():
+            getattr(self, SECTION_ATTR[sections[name]])[name] = module
+        self.plan = plan  # [(name, section, [argument keys])] in topological order
+        self.sections = sections
+        self.predictions = list(predictions)
+        self.similarity = dict(similarity)  # head -> (query node, candidate node)
+        self.frozen = list(frozen)
+        self.inputs = dict(inputs)  # input name -> Shape (with batch-free dims)
+        self.node_configs = node_configs
+        self.shapes = dict(shapes)
+        self.output_kinds = {n: s.kind for n, s in shapes.items()}
+        self.vocab = {}
+        self._plans: dict = {}
+        for name in self.frozen:
+            for p in self.encoders[name].parameters():
+                p.requires_grad_(False)
+
+    def node_module(self, name: str) -> nn.Module:
+        return getattr(self, SECTION_ATTR[self.sections[name]])[name]
+
+    def train(self, mode: bool = True):
+        """Like ``nn.Module.train``, but frozen encoders stay in eval mode (BatchNorm statistics
+        and dropout of a frozen pretrained encoder are not trained either)."""
+        super().train(mode)
+        for name in self.frozen:
+            self.encoders[name].eval()
+        return self
+
+    def _subplan(self, targets: tuple) -> list:
+        if targets not in self._plans:
+            need = set(targets)
+            keep = []
+            for name, section, args in reversed(self.plan):
+                if name in need:
+                    keep.append((name, section, args))
+                    need.update(a.split(".")[0] if a.endswith(".mask") else a for a in args)
+            self._plans[targets] = list(reversed(keep))
+        return self._plans[targets]
+
+    def run(self, batch: dict, targets) -> dict:
+        """Compute only what ``targets`` (node names) need; returns every computed value."""
+        values = dict(batch)
+        for name, section, args in self._subplan(tuple(targets)):
+            xs = [values[a] for a in args]
+            module = self.node_module(name)
+            if name in self.similarity:
+                q, c = xs
+                values[name + ".query"], values[name + ".candidate"] = q, c
+            values[name] = module(*xs)
+        return values
+
+    def forward(self, batch: dict) -> dict:
+        values = self.run(batch, tuple(self.predictions))
+        out = {name: values[name] for name in self.predictions}
+        for head in self.similarity:
+            out[head + ".query"] = values[head + ".query"]
+            out[head + ".candidate"] = values[head + ".candidate"]
+        return out
+
+    def encode(self, batch: dict, node: str) -> torch.Tensor:
+        """Output of one node (e.g. a tower) computing only its ancestors: ``(B, D)``."""
+        return self.run(batch, (node,))[node]
+
+    def tower(self, head: str, side: str) -> "Tower":
+        """A module computing one side (``query`` or ``candidate``) of a similarity head on its own,
+        e.g. to precompute the embeddings of a whole catalogue."""
+        q, c = self.similarity[head]
+        return Tower(self, q if side == "query" else c)
+
+    def input_keys(self, nodes=None) -> list[str]:
+        """Batch keys the model (or the given nodes) reads, in a fixed order."""
+        needed = None
+        if nodes is not None:
+            needed = {a for _, _, args in self._subplan(tuple(nodes)) for a in args}
+        keys = []
+        for name, shape in self.inputs.items():
+            for k in ([name, name + ".mask"] if shape.kind == TOKENS else [name]):
+                if needed is None or k in needed:
+                    keys.append(k)
+        return keys
+
+    def example_batch(self, batch_size: int = 2, seed: int = 0) -> dict:
+        """Random inputs of the right shapes and dtypes (for dry runs and export)."""
+        g = torch.Generator().manual_seed(seed)
+        out = {}
+        for name, shape in self.inputs.items():
+            dims = (batch_size, *shape.dims)
+            if shape.kind == TOKENS:
+                high = max(2, min(self.vocab.get(name, 100), 100))
+                out[name] = torch.randint(1, high, dims, generator=g)
+                mask = torch.ones(dims, dtype=torch.long)
+                if dims[1] > 1:
+                    mask[0, -1] = 0
+                out[name + ".mask"] = mask
+            elif shape.kind == INDEX:
+                out[name] = torch.randint(0, max(1, self.vocab.get(name, 2)), dims, generator=g)
+            elif shape.kind == IMAGE:
+                out[name] = torch.rand(dims, generator=g)
+            else:
+                out[name] = torch.randn(dims, generator=g)
+        return out
+
+    def parameter_counts(self, name: str) -> tuple[int, int]:
+        """``(trainable, frozen)`` parameter counts of one node."""
+        if name not in self.sections or self.sections[name] == "inputs":
+            return 0, 0
+        t = f = 0
+        for p in self.node_module(name).parameters():
+            if p.requires_grad:
+                t += p.numel()
+            else:
+                f += p.numel()
+        return t, f
+
+
+class Tower(nn.Module):
+    """One node's output as a module of its own (shares parameters with the model)."""
+
+    def __init__(self, model: CompiledModel, node: str):
+        super().__init__()
+        self.model = model
+        self.node = node
+
+    def forward(self, batch: dict) -> torch.Tensor:
+        return self.model.encode(batch, self.node)
