@@ -1,0 +1,57 @@
+"""Learning curves of a run (``metrics.jsonl``) drawn to a PNG with matplotlib."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .errors import CheckpointError
+
+
+def read_metrics(run_dir) -> list[dict]:
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.is_file():
+        raise CheckpointError(f"{run_dir} has no metrics.jsonl — is it a run directory?")
+    rows = []
+    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except ValueError:
+                raise CheckpointError(f"{path}:{i}: not a JSON line") from None
+    return rows
+
+
+def plot_run(run_dir, out: str | None = None) -> Path:
+    """Draw loss and every validation metric against the epoch; returns the PNG path."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = read_metrics(run_dir)
+    if not rows:
+        raise CheckpointError(f"{run_dir}/metrics.jsonl is empty: train at least one epoch first")
+    epochs = [r["epoch"] for r in rows]
+    metric_keys = sorted({k for r in rows for k in r if k.startswith("val/") and not k.endswith("loss")})
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    ax1.plot(epochs, [r.get("train_loss") for r in rows], marker="o", label="train loss")
+    if any("val/loss" in r for r in rows):
+        ax1.plot(epochs, [r.get("val/loss") for r in rows], marker="o", label="validation loss")
+    ax1.set_xlabel("epoch")
+    ax1.set_ylabel("weighted total loss")
+    ax1.legend()
+    ax1.grid(alpha=0.3)
+    for k in metric_keys:
+        ax2.plot(epochs, [r.get(k) for r in rows], marker=".", label=k[4:])
+    ax2.set_xlabel("epoch")
+    ax2.set_ylabel("validation metric")
+    ax2.grid(alpha=0.3)
+    if metric_keys:
+        ax2.legend(fontsize=7, loc="best")
+    fig.suptitle(Path(run_dir).name)
+    fig.tight_layout()
+    path = Path(out) if out else Path(run_dir) / "learning_curves.png"
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
