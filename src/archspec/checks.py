@@ -29,9 +29,10 @@ class Context:
     diagnostics: list = field(default_factory=list)
     _prefix: tuple = ()
 
-    def report(self, code, path, message, hint="", severity=ERROR):
+    def report(self, code, path, message, hint="", severity=ERROR, *, key=False):
+        """Record a diagnostic at ``path`` (at its key's position with ``key=True``)."""
         path = self._prefix + tuple(path)
-        line, col = self.smap.locate(path)
+        line, col = self.smap.locate(path, key=key)
         self.diagnostics.append(Diagnostic(code, severity, path, message, hint, self.smap.file, line, col))
 
     def at(self, prefix: tuple) -> "Context":
@@ -60,6 +61,8 @@ def _modalities_ok(ctx: Context, name: str, cfg, ins: list[Shape]) -> bool:
         if shape.kind in cfg.accepts:
             continue
         ok = False
+        if g.is_late(name):
+            continue  # a member without class probabilities: check_late_labels says so, in its terms
         path = g.path(name) + rel
         if TOKENS in cfg.accepts and shape.kind == FEATURES:
             ctx.report("E-FLOAT-IDS", path, f"'{ref}' gives float features {shape.batch_shape()}, but "
@@ -104,21 +107,28 @@ def check_late_labels(ctx: Context) -> None:
 
 def _space(space) -> str:
     kind, n, names = space
-    return f"{kind} over {n} {'labels' if kind == 'multilabel' else 'classes'}" + (f" {names}" if names else "")
+    return f"{kind} over {n} {'labels' if kind == 'multilabel' else 'classes'}" + (
+        f" [{', '.join(map(str, names))}]" if names else "")
 
 
 def label_space(g: Graph, name: str):
     """``((kind, size, names), target)`` of a prediction node, or ``(None, None)``."""
-    cfg = g.nodes.get(name)
-    if cfg is None:
-        return None, None
-    if g.is_late(name):
-        if not cfg.inputs:
+    # Follow first members down through nested late fusions; a loop (reported as E-CYCLE) ends it.
+    target, seen = None, set()
+    while name not in seen:
+        seen.add(name)
+        cfg = g.nodes.get(name)
+        if cfg is None:
             return None, None
-        space, target = label_space(g, cfg.inputs[0])
-        return space, cfg.target or target
-    if g.section[name] == "heads":
-        return cfg.label_space(), cfg.target or name
+        if g.is_late(name):
+            target = target or cfg.target
+            if not cfg.inputs:
+                return None, None
+            name = cfg.inputs[0]
+            continue
+        if g.section[name] == "heads":
+            return cfg.label_space(), target or cfg.target or name
+        return None, None
     return None, None
 
 
@@ -146,7 +156,8 @@ def check_losses(ctx: Context) -> None:
                            f"fusion ({cfg.combine}) already gives probabilities: softmax twice",
                            "use `type: nll` on probabilities, or `combine: logit_average`")
                 continue
-            allowed = {"multiclass": ("nll", "cross_entropy"), "multilabel": ("binary_cross_entropy",),
+            multiclass = ("cross_entropy",) if shape is not None and shape.kind == LOGITS else ("nll",)
+            allowed = {"multiclass": multiclass, "multilabel": ("binary_cross_entropy",),
                        "binary": ("binary_cross_entropy",)}.get(kind, ())
             if shape is not None and shape.kind == LOGITS and loss.type == "nll":
                 ctx.report("E-LOSS-KIND", path + ("type",), "nll reads probabilities, but `logit_average` gives "
@@ -157,7 +168,7 @@ def check_losses(ctx: Context) -> None:
             kind = cfg.kind
         if allowed and loss.type not in allowed:
             ctx.report("E-LOSS-KIND", path + ("type",), f"a {kind} prediction cannot use {loss.type} loss",
-                       f"use {' or '.join(allowed)}")
+                       "use " + " or ".join(f"`type: {a}`" for a in allowed))
             continue
         width = shape.width if shape is not None else None
         cw = getattr(loss, "class_weights", None)
@@ -238,9 +249,11 @@ def check_tokenizers(ctx: Context) -> None:
 def check_unused(ctx: Context) -> None:
     """Nodes no prediction depends on are dead weight (or a wiring mistake)."""
     g = ctx.graph
+    if not g.predictions():
+        return  # no heads at all: E-NO-HEADS says so once, rather than every node being "unused"
     for name in unused_nodes(g):
         ctx.report("W-UNUSED", g.path(name), f"'{name}' is not used by any head",
-                   "connect it or remove it", severity=WARNING)
+                   "connect it or remove it", severity=WARNING, key=True)
 
 
 def check_training(ctx: Context) -> None:
@@ -256,8 +269,11 @@ def check_training(ctx: Context) -> None:
         ctx.report("E-REF", path, f"no head or late fusion named '{head}'",
                    did_you_mean(head, preds) or "write `HEAD/METRIC` or `loss`")
     elif metric not in ("loss", *g.nodes[head].resolved_metrics()):
+        reported = ["loss", *g.nodes[head].resolved_metrics()]
+        near = did_you_mean(metric, reported)
         ctx.report("E-METRIC", path, f"'{head}' does not report '{metric}'",
-                   f"use one of: loss, {', '.join(g.nodes[head].resolved_metrics())}")
+                   (near + " " if near else "") + f"use one of: {', '.join(reported)}"
+                   + ("" if near else f", or add '{metric}' to the metrics of '{head}'"))
 
 
 RULES = [check_late_labels, check_losses, check_metrics, check_squash, check_tokenizers, check_unused,

@@ -64,9 +64,16 @@ class Diagnostic:
     col: int = 0
 
     def render(self) -> str:
-        """``file:line:col: severity[code]: path: message — hint``."""
-        where = f"{self.file or '<spec>'}:{self.line}:{self.col}"
-        text = f"{where}: {self.severity}[{self.code}]: {format_path(self.path)}: {self.message}"
+        """``file:line:col: severity[code]: path: message — hint``.
+
+        The position is left out when unknown (a file that cannot be read), the path when the
+        problem is with the document as a whole.
+        """
+        where = self.file or "<spec>"
+        if self.line:
+            where += f":{self.line}:{self.col}"
+        text = f"{where}: {self.severity}[{self.code}]: "
+        text += f"{format_path(self.path)}: {self.message}" if self.path else self.message
         if self.hint:
             text += f" — {self.hint}"
         return text
@@ -84,11 +91,18 @@ def sort_key(d: Diagnostic):
 def render_github(d: Diagnostic) -> str:
     """A GitHub Actions workflow annotation for one diagnostic."""
     kind = {"error": "error", "warning": "warning", "note": "notice"}[d.severity]
-    msg = f"[{d.code}] {format_path(d.path)}: {d.message}"
+    msg = f"[{d.code}] " + (f"{format_path(d.path)}: " if d.path else "") + d.message
     if d.hint:
         msg += f" — {d.hint}"
     msg = msg.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
-    return f"::{kind} file={d.file},line={d.line},col={d.col},title=archspec {d.code}::{msg}"
+    props = f"file={_gh_prop(d.file)}" + (f",line={d.line},col={d.col}" if d.line else "")
+    return f"::{kind} {props},title=archspec {d.code}::{msg}"
+
+
+def _gh_prop(value: str) -> str:
+    """Escape a workflow-command property value (file names may hold ``,`` or ``:``)."""
+    return (value.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+            .replace(":", "%3A").replace(",", "%2C"))
 
 
 def render_json(diags: Sequence[Diagnostic]) -> str:

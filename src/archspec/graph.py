@@ -55,13 +55,15 @@ class Graph:
         return [n for n in self.order if self.section[n] == "heads" or self.is_late(n)]
 
 
-def build_graph(spec, report, broken=frozenset()) -> Graph:
+def build_graph(spec, report, broken=frozenset(), partial=False) -> Graph:
     """Resolve names and order the nodes.
 
     Args:
         spec: a validated ``Spec``.
-        report: ``report(code, path, message, hint, severity=ERROR)``.
+        report: ``report(code, path, message, hint, severity=ERROR, key=False)``.
         broken: names of nodes that failed schema validation (references to them are not reported).
+        partial: a whole section is missing or unreadable, so names cannot be resolved (unknown
+            references and a missing head are then left to the schema errors).
 
     Returns:
         the :class:`Graph` (partial when references are broken; problems go to ``report``).
@@ -72,14 +74,14 @@ def build_graph(spec, report, broken=frozenset()) -> Graph:
             if not NAME_RE.match(name):
                 report("E-NAME", (section, name), f"node name '{name}' is not an identifier",
                        "use letters, digits and underscores, not starting with a digit "
-                       "(names become module names in the state dict)")
+                       "(names become module names in the state dict)", key=True)
             if name in g.nodes:
                 report("E-NAME-DUP", (section, name), f"'{name}' is already a node in `{g.section[name]}`",
-                       "node names are unique across the whole spec; rename one")
+                       "node names are unique across the whole spec; rename one", key=True)
                 continue
             g.nodes[name] = cfg
             g.section[name] = section
-    if not spec.heads and not broken:
+    if not spec.heads and not broken and not partial:
         report("E-NO-HEADS", ("heads",), "the spec has no heads, so nothing is predicted or trained",
                "add a head (e.g. `type: multiclass`)")
 
@@ -91,7 +93,12 @@ def build_graph(spec, report, broken=frozenset()) -> Graph:
             if ref in broken:
                 continue
             if ref not in g.nodes:
-                hint = did_you_mean(ref, g.nodes) or f"known nodes: {', '.join(sorted(g.nodes))}"
+                if partial:
+                    continue
+                readable = sorted(n for n in g.nodes if n != name and g.section[n] in _MAY_READ[sec])
+                hint = (did_you_mean(ref, readable) or did_you_mean(ref, g.nodes)
+                        or (f"nodes `{sec}.{name}` can read: {', '.join(readable)}" if readable
+                            else f"define a node named '{ref}'"))
                 report("E-REF", path, f"unknown node '{ref}'", hint)
                 continue
             if ref == name:
@@ -101,7 +108,7 @@ def build_graph(spec, report, broken=frozenset()) -> Graph:
             late = cfg.type == "late"
             ok = rsec in _MAY_READ[sec]
             if sec == "fusions":
-                ok = (rsec == "heads" or (rsec == "fusions" and g.is_late(ref))) if late else rsec != "heads"
+                ok = (rsec == "heads" or g.is_late(ref)) if late else (rsec != "heads" and not g.is_late(ref))
             elif rsec == "fusions" and g.is_late(ref):
                 ok = False
             if not ok:
@@ -137,8 +144,10 @@ def build_graph(spec, report, broken=frozenset()) -> Graph:
     if cyclic:
         cycle = _find_cycle(g, cyclic)
         first = cycle[0]
-        report("E-CYCLE", g.path(first), "cycle: " + " → ".join(cycle + [first]),
-               "a spec is a directed acyclic graph; break the cycle")
+        # point at the reference that closes the loop: `first` reading the last node of the cycle
+        rel = next((r for r, ref in g.nodes[first].references() if ref == cycle[-1]), ())
+        report("E-CYCLE", g.path(first) + rel, "cycle: " + " → ".join(cycle + [first])
+               + " (each node feeds the next)", "a spec is a directed acyclic graph; break the cycle")
     return g
 
 

@@ -23,7 +23,7 @@ from yaml.composer import Composer
 from yaml.constructor import SafeConstructor  # noqa: F401  (documents that we do not use it)
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from yaml.parser import Parser
-from yaml.reader import Reader
+from yaml.reader import Reader, ReaderError
 from yaml.resolver import BaseResolver
 from yaml.scanner import Scanner
 
@@ -57,7 +57,10 @@ def resolve_scalar(text: str):
     if _BOOL.match(text):
         return text.lower() == "true"
     if _INT10.match(text):
-        return int(text)
+        try:
+            return int(text)
+        except ValueError:  # longer than Python's int-parsing limit (4300 digits): out of any range
+            return float(text)
     if _INT8.match(text):
         return int(text[2:], 8)
     if _INT16.match(text):
@@ -219,6 +222,35 @@ class _Builder:
         return out
 
 
+def _syntax_error(exc: yaml.MarkedYAMLError):
+    """``(code, message, hint, mark)`` for a PyYAML syntax error, in a spec author's terms."""
+    mark = exc.problem_mark or exc.context_mark
+    problem = exc.problem or "invalid YAML"
+    context = exc.context or ""
+    msg = f"{context}: {problem}" if context else problem
+    if "expected a single document" in context + problem:
+        return "E-YAML-DOC", msg, "a spec file holds one YAML document; remove the '---'", mark
+    if ("<stream end>" in problem or "end of stream" in problem) and exc.context_mark is not None:
+        # an unclosed bracket or quote: the end of the file is where it was noticed, not the mistake
+        opened = context.replace("while parsing a ", "").replace("while scanning a ", "")
+        return ("E-YAML-SYNTAX", f"{opened} opened here is never closed ({problem})",
+                "close it (a missing ']', '}' or quote)", exc.context_mark)
+    if "undefined alias" in problem:
+        return "E-YAML-SYNTAX", msg, "define the anchor (`&name value`) before the alias `*name`, or write the value out", mark
+    if "'\\t'" in problem:  # PyYAML writes the tab as '\\t'
+        return "E-YAML-SYNTAX", msg, "indent with spaces; YAML does not allow tabs here", mark
+    if "block" in context + problem or "mapping values are not allowed" in problem:
+        return ("E-YAML-SYNTAX", msg, "check the indentation: the keys of one mapping start in the "
+                "same column, and a `key: value` needs a space after the colon", mark)
+    return "E-YAML-SYNTAX", msg, "fix the YAML syntax at this position", mark
+
+
+def _offset_pos(text: str, offset: int) -> tuple[int, int]:
+    """1-based line and column of a character offset."""
+    before = text[:offset]
+    return before.count("\n") + 1, offset - (before.rfind("\n") + 1) + 1
+
+
 def load_text(text: str, file: str = "<spec>") -> tuple[object, SourceMap]:
     """Parse YAML text into plain values and a source map.
 
@@ -244,9 +276,10 @@ def load_text(text: str, file: str = "<spec>") -> tuple[object, SourceMap]:
             [Diagnostic("E-YAML-SIZE", ERROR, (), f"document is {size} bytes, over the cap of "
                         f"{MAX_BYTES}", "a spec is a page of YAML; move data out of it", file, 1, 1)]
         )
-    loader = _Loader(text)
     builder = _Builder(smap)
+    loader = None
     try:
+        loader = _Loader(text)  # the reader rejects control characters here, before parsing
         node = loader.get_single_node()
         if node is None:
             raise SpecError([Diagnostic("E-YAML-DOC", ERROR, (), "the document is empty",
@@ -257,22 +290,23 @@ def load_text(text: str, file: str = "<spec>") -> tuple[object, SourceMap]:
         raise SpecError(builder.diags + [Diagnostic(exc.code, ERROR, (), exc.message, exc.hint,
                                                     file, line, col)]) from None
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
+        code, msg, hint, mark = _syntax_error(exc)
         line, col = _pos(mark)
-        problem = exc.problem or "invalid YAML"
-        if "expected a single document" in str(exc.context or "") + problem:
-            code, hint = "E-YAML-DOC", "a spec file holds one YAML document; remove the '---'"
-        else:
-            code, hint = "E-YAML-SYNTAX", "fix the YAML syntax at this position"
-        msg = f"{exc.context}: {problem}" if exc.context else problem
         raise SpecError(builder.diags + [Diagnostic(code, ERROR, (), msg, hint, file, line, col)]) from None
-    except yaml.YAMLError as exc:  # reader errors: bad characters / encoding
+    except ReaderError as exc:  # a character YAML does not allow (control characters)
+        line, col = _offset_pos(text, exc.position)
+        what = f"#x{exc.character:04x}" if isinstance(exc.character, int) else repr(exc.character)
+        raise SpecError(builder.diags + [Diagnostic(
+            "E-YAML-SYNTAX", ERROR, (), f"character {what} is not allowed in YAML ({exc.reason})",
+            "remove the control character; a spec is plain UTF-8 text", file, line, col)]) from None
+    except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "mark", None)
         line, col = _pos(mark) if mark is not None else (1, 1)
         raise SpecError(builder.diags + [Diagnostic("E-YAML-SYNTAX", ERROR, (), str(exc).splitlines()[0],
-                                                    "the file must be UTF-8 text", file, line, col)]) from None
+                                                    "fix the YAML syntax at this position", file, line, col)]) from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     if builder.diags:
         raise SpecError(builder.diags)
     return data, smap
@@ -289,14 +323,18 @@ def load_file(path) -> tuple[object, SourceMap]:
         with open(path, "rb") as fh:
             raw = fh.read(MAX_BYTES + 1)
     except OSError as exc:
-        raise SpecError([Diagnostic("E-FILE", ERROR, (), f"cannot read spec: {exc.strerror}",
-                                    "check the path", name, 0, 0)]) from None
+        reason = (exc.strerror or str(exc)).lower()
+        raise SpecError([Diagnostic("E-FILE", ERROR, (), f"cannot read spec file '{name}': {reason}",
+                                    "check the path (relative paths start from the current directory)",
+                                    name, 0, 0)]) from None
     if len(raw) > MAX_BYTES:
         raise SpecError([Diagnostic("E-YAML-SIZE", ERROR, (), f"file is over the cap of {MAX_BYTES} bytes",
                                     "a spec is a page of YAML; move data out of it", name, 1, 1)])
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise SpecError([Diagnostic("E-YAML-SYNTAX", ERROR, (), f"not UTF-8 text (byte {exc.start})",
-                                    "save the file as UTF-8", name, 1, 1)]) from None
+        line = raw.count(b"\n", 0, exc.start) + 1
+        col = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise SpecError([Diagnostic("E-YAML-SYNTAX", ERROR, (), f"not UTF-8 text: byte 0x{raw[exc.start]:02x} "
+                                    f"cannot be decoded", "save the file as UTF-8", name, line, col)]) from None
     return load_text(text, name)

@@ -84,12 +84,16 @@ def _check(data, smap: SourceMap, base_dir: Path | None) -> Checked:
     except ValidationError as exc:
         diags += to_diagnostics(exc, data, smap, model)
         spec = _partial(model, clean)
+    schema_ok = not diags  # `diags` is also the checks' list: warnings must not void the spec
     ctx = Context(spec=spec, graph=Graph(), smap=smap, base_dir=base_dir, diagnostics=diags)
     if spec is not None:
-        ctx.graph = build_graph(spec, ctx.report, broken=broken)
+        # a section that is missing or not a mapping hides its node names: do not guess at references
+        partial = any(not isinstance(data.get(s, {}), dict) for s in SECTIONS) or \
+            any(s not in data for s in ("inputs", "heads"))
+        ctx.graph = build_graph(spec, ctx.report, broken=broken, partial=partial)
         run_checks(ctx, complete=not diags)
     out.graph, out.shapes = ctx.graph, ctx.shapes
-    out.spec = spec if not diags else None
+    out.spec = spec if schema_ok else None
     out.diagnostics = sorted(_dedupe(ctx.diagnostics), key=sort_key)
     return out
 

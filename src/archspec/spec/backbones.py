@@ -38,9 +38,15 @@ _family(768, "convnext_tiny", "convnext_small", "swin_t", "swin_s", "swin_v2_t",
         "vit_b_16", "vit_b_32")
 _W["efficientnet_b5"] = 2048
 _W["alexnet"] = 256
+# RegNets: the width of the last stage
+_W.update({"regnet_x_400mf": 400, "regnet_x_800mf": 672, "regnet_x_1_6gf": 912, "regnet_x_3_2gf": 1008,
+           "regnet_x_8gf": 1920, "regnet_x_16gf": 2048, "regnet_x_32gf": 2520, "regnet_y_400mf": 440,
+           "regnet_y_800mf": 784, "regnet_y_1_6gf": 888, "regnet_y_3_2gf": 1512, "regnet_y_8gf": 2016,
+           "regnet_y_16gf": 3024, "regnet_y_32gf": 3712, "regnet_y_128gf": 7392})
 
-#: backbones whose input size is fixed by their architecture
-FIXED_SIZE = {"vit_b_16": 224, "vit_b_32": 224, "vit_l_16": 224, "vit_l_32": 224, "vit_h_14": 518,
-              "inception_v3": 299}
+#: backbones whose input size is fixed by their architecture (as built untrained; the SWAG
+#: end-to-end ViT weights fix other sizes: vit_b_16 384, vit_l_16 512, vit_h_14 518).
+#: inception_v3 is not fixed: it pools adaptively (299 is its weights' training size, 75 the minimum).
+FIXED_SIZE = {"vit_b_16": 224, "vit_b_32": 224, "vit_l_16": 224, "vit_l_32": 224, "vit_h_14": 224}
 
 BACKBONE_WIDTHS: dict[str, int] = dict(sorted(_W.items()))

@@ -125,7 +125,8 @@ class TorchvisionEncoderConfig(EncoderNode):
     @model_validator(mode="after")
     def _one_source(self):
         if self.weights and self.weights_path:
-            raise ValueError("give `weights` or `weights_path`, not both")
+            raise ValueError("both `weights` and `weights_path` are given — keep one: named torchvision "
+                             "weights or a local file")
         return self
 
     def infer(self, ins, ctx) -> Shape:
@@ -146,7 +147,8 @@ class TorchvisionEncoderConfig(EncoderNode):
                        f"{ins[0].dims[0]}", "set `channels: 3` on the image input")
         if self.weights:
             ctx.report("N-WEIGHTS", ("weights",), f"weights '{self.weights}' must already be in the torch hub "
-                       "cache; archspec never downloads at build time", "or give `weights_path`", severity=NOTE)
+                       "cache; archspec never downloads at build time", "download them once with torchvision, or give "
+                       "`weights_path` to a local file", severity=NOTE)
         return Shape(FEATURES, (width,))
 
 
@@ -169,7 +171,8 @@ class TransformerEncoderConfig(EncoderNode):
     @model_validator(mode="after")
     def _source(self):
         if self.pretrained is None and self.config is None:
-            raise ValueError("give `pretrained` (a hub name or local directory) or an inline `config`")
+            raise ValueError("a transformer needs `pretrained` or `config` — give `pretrained` (a hub "
+                             "name or local directory) or an inline `config` with `model_type`")
         return self
 
     def resolved_config(self, ctx) -> tuple[dict | None, str]:
@@ -185,8 +188,9 @@ class TransformerEncoderConfig(EncoderNode):
                                "transformers config.json (save it with model.save_pretrained)")
                     return None, "broken"
             elif where == "missing-local":
-                ctx.report("E-FILE", ("pretrained",), f"no config.json in local directory '{path}'",
-                           "save the model there with save_pretrained, or fix the path")
+                ctx.report("E-FILE", ("pretrained",), f"no config.json in '{self.pretrained}' (looked in {path})",
+                           "fix the path (relative to the spec file), or save the model there with "
+                           "save_pretrained")
                 return None, where
             else:
                 if self.config is None or hf.width_of(self.config) is None:

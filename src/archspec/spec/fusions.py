@@ -6,7 +6,7 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from ..errors import ERROR
+from ..errors import ERROR, did_you_mean
 from ..registry import register_config
 from ..shapes import FEATURES, LOGITS, PROBS, Shape
 from .base import Layers, Name, Node, NonNegFloat, PositiveInt
@@ -47,8 +47,9 @@ class EarlyFusionConfig(FusionNode, Layers):
         if isinstance(self.project, dict):
             for name in self.project:
                 if name not in self.inputs:
+                    near = did_you_mean(name, self.inputs)
                     ctx.report("E-REF", ("project", name), f"'{name}' is not one of this fusion's inputs "
-                               f"({', '.join(self.inputs)})", "project only the fused branches")
+                               f"({', '.join(self.inputs)})", near or "project only the fused branches")
         if len(set(self.inputs)) != len(self.inputs):
             ctx.report("E-SCHEMA-VALUE", ("inputs",), "a branch is listed twice", "list each branch once")
         if self.layers:

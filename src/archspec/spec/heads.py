@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from ..errors import WARNING
 from ..registry import register_config
@@ -78,7 +78,7 @@ def _check_unique(values, what):
     if isinstance(values, list):
         dup = sorted({c for c in values if values.count(c) > 1})
         if dup:
-            raise ValueError(f"{what} listed twice: {', '.join(dup)}")
+            raise ValueError(f"{what} listed twice: {', '.join(dup)} — list each name once")
 
 
 @register_config("head", "multiclass")
@@ -93,12 +93,14 @@ class MulticlassHeadConfig(ClassifierHead):
     default_metrics = ("accuracy",)
     allowed_losses = ("cross_entropy",)
 
-    @model_validator(mode="after")
-    def _check(self):
-        _check_unique(self.classes, "classes")
-        if _names(self.classes)[0] < 2:
-            raise ValueError("a multiclass head needs at least 2 classes")
-        return self
+    @field_validator("classes")
+    @classmethod
+    def _check(cls, classes):
+        _check_unique(classes, "classes")
+        if _names(classes)[0] < 2:
+            raise ValueError("a multiclass head needs at least 2 classes — for a yes/no prediction "
+                             "use `type: binary`")
+        return classes
 
     def label_space(self):
         return ("multiclass",) + _names(self.classes)
@@ -121,10 +123,11 @@ class MultilabelHeadConfig(ClassifierHead):
     default_metrics = ("binary_accuracy",)
     allowed_losses = ("binary_cross_entropy",)
 
-    @model_validator(mode="after")
-    def _check(self):
-        _check_unique(self.labels, "labels")
-        return self
+    @field_validator("labels")
+    @classmethod
+    def _check(cls, labels):
+        _check_unique(labels, "labels")
+        return labels
 
     def label_space(self):
         return ("multilabel",) + _names(self.labels)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, Union
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator
 
 from ..registry import register_config
 from ..shapes import FEATURES, IMAGE, INDEX, TOKENS, Shape
@@ -86,12 +86,13 @@ class NumericInputConfig(InputNode):
     normalize: Literal["standard", "minmax", "none"] = "standard"
     """Fitted on the training split only: `standard` (zero mean, unit variance) or `minmax`."""
 
-    @model_validator(mode="after")
-    def _unique(self):
-        dup = sorted({c for c in self.columns if self.columns.count(c) > 1})
+    @field_validator("columns")
+    @classmethod
+    def _unique(cls, columns):
+        dup = sorted({c for c in columns if columns.count(c) > 1})
         if dup:
-            raise ValueError(f"columns listed twice: {', '.join(dup)}")
-        return self
+            raise ValueError(f"columns listed twice: {', '.join(dup)} — list each column once")
+        return columns
 
     def infer(self, ins, ctx) -> Shape:
         return Shape(FEATURES, (len(self.columns),))
