@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test demo bench schema clean
+.PHONY: install test demo bench schema docs clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,9 @@ bench: $(STAMP)
 
 schema: $(STAMP)
 	$(VENV)/bin/archspec schema > specs/archspec.schema.json
+
+docs: $(STAMP)
+	$(PY) -m archspec.docs_gen docs/spec.md
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info
