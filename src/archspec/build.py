@@ -55,7 +55,7 @@ class BuildContext:
             from transformers import AutoTokenizer
 
             ref = str(self.resolve_path(tok.name)) if tok.name.startswith((".", "/", "~")) else tok.name
-            return len(AutoTokenizer.from_pretrained(ref))
+            return len(AutoTokenizer.from_pretrained(ref, local_files_only=True))
         except (OSError, ValueError) as exc:
             raise BuildError(f"cannot load tokenizer '{tok.name}' for input '{input_name}': "
                              f"{str(exc).splitlines()[0]} — give a local directory") from None
@@ -80,6 +80,26 @@ def _vocab_sizes(checked: Checked, preprocessor) -> dict:
         elif cfg.type == "text" and cfg.tokenizer.type == "wordpiece":
             vocab[name] = cfg.tokenizer.vocab_size
     return vocab
+
+
+def _id_ranges(checked: Checked) -> dict:
+    """Vocabulary of the transformer reading each text input, from its config (torch-free): the
+    ids of example batches must fit the model's embedding, even when the tokenizer's size is unknown."""
+    from .spec import hf
+
+    out = {}
+    for cfg in checked.spec.encoders.values():
+        if getattr(cfg, "type", None) != "transformer":
+            continue
+        conf = dict(cfg.config or {})
+        if cfg.pretrained:
+            path, where = hf.find_config(cfg.pretrained, checked.base_dir)
+            if where in ("local", "cache"):
+                conf = {**(hf.read_config(path) or {}), **conf}
+        size = conf.get("vocab_size")
+        if isinstance(size, int) and not isinstance(size, bool) and size > 1:
+            out[cfg.input] = min(size, out.get(cfg.input, size))
+    return out
 
 
 def _same(actual: tuple, inferred: tuple) -> bool:
@@ -122,7 +142,7 @@ def compile_spec(source, *, seed: int | None = None, preprocessor=None, dry_run:
 
     # tiny batch flowing through the graph as we build
     probe = CompiledModel([], {}, {}, [], {}, [], inputs, {}, {})
-    probe.vocab = vocab
+    probe.vocab = {**_id_ranges(checked), **vocab}
     values = probe.example_batch(2) if dry_run else {}
     shapes = dict(inputs)
 
@@ -174,7 +194,7 @@ def compile_spec(source, *, seed: int | None = None, preprocessor=None, dry_run:
 
     model = CompiledModel(plan, modules, dict(g.section), g.predictions(), similarity, frozen, inputs,
                           dict(g.nodes), shapes)
-    model.vocab = vocab
+    model.vocab = probe.vocab
     model.checked = checked
     model.train()
     return model

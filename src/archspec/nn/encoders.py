@@ -151,12 +151,22 @@ def build_torchvision(cfg, in_shapes, ctx) -> nn.Module:
     if cfg.model not in torchvision.models.list_models():
         raise BuildError(f"torchvision has no model '{cfg.model}'")
     kwargs = {}
-    if cfg.model in ("googlenet", "inception_v3"):
-        kwargs = {"aux_logits": False, "init_weights": True} if not cfg.weights else {}
+    if cfg.model in ("googlenet", "inception_v3") and not cfg.weights:
+        kwargs = {"aux_logits": False, "init_weights": True}
     weights = _cached_weights(cfg.model, cfg.weights) if cfg.weights else None
     model = torchvision.models.get_model(cfg.model, weights=weights, **kwargs)
+    if getattr(model, "aux_logits", False):
+        # named weights come with auxiliary classifiers (torchvision insists on aux_logits=True);
+        # in train mode they make forward return a tuple, so drop them as torchvision itself does
+        model.aux_logits = False
+        for aux in ("AuxLogits", "aux1", "aux2"):
+            if hasattr(model, aux):
+                setattr(model, aux, None)
     if cfg.weights_path:
-        model.load_state_dict(_load_state_dict(ctx.resolve_path(cfg.weights_path)))
+        state = _load_state_dict(ctx.resolve_path(cfg.weights_path))
+        if cfg.model in ("googlenet", "inception_v3"):  # official files include the auxiliary heads
+            state = {k: v for k, v in state.items() if not k.startswith(("AuxLogits.", "aux1.", "aux2."))}
+        model.load_state_dict(state)
     return Backbone(_strip_classifier(cfg.model, model))
 
 
@@ -216,13 +226,17 @@ def build_transformer(cfg, in_shapes, ctx) -> nn.Module:
         else:
             ref = _hf_reference(cfg, ctx)
             overrides.pop("model_type", None)
-            hf_cfg = AutoConfig.from_pretrained(ref, **overrides)
+            # local_files_only: never download, and fail at once when the files are not here
+            hf_cfg = AutoConfig.from_pretrained(ref, local_files_only=True, **overrides)
             pool_kw = ({"add_pooling_layer": False}
                        if hf_cfg.model_type in POOLER_TYPES and cfg.pooling != "pooler" else {})
-            model = AutoModel.from_pretrained(ref, config=hf_cfg, **pool_kw)
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        where = cfg.pretrained or overrides.get("model_type")
+            model = AutoModel.from_pretrained(ref, config=hf_cfg, local_files_only=True, **pool_kw)
+    except (OSError, ValueError, KeyError, TypeError, AssertionError, RuntimeError) as exc:
+        where = cfg.pretrained or (cfg.config or {}).get("model_type")
         raise BuildError(f"cannot build transformer '{where}': {str(exc).splitlines()[0]} — give a local "
                          "directory saved with save_pretrained, or an inline `config` to build it untrained "
-                         "(archspec never downloads; set HF_HUB_OFFLINE=1 to fail fast)") from None
+                         "(archspec never downloads)") from None
+    if getattr(model.config, "is_encoder_decoder", False):
+        # T5, BART, ...: the features are the encoder's; the decoder would need its own inputs
+        model = model.get_encoder()
     return HFEncoder(model, cfg.pooling)

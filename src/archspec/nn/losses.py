@@ -99,7 +99,7 @@ class CompiledLoss:
         for name, weight, fn, needs_target in self.terms:
             value = fn(outputs[name], targets[name] if needs_target else None, outputs)
             per_head[name] = value.detach()
-            term = weight * value
+            term = value if weight == 1.0 else weight * value  # no extra autograd node for the default
             total = term if total is None else total + term
         if total is None:
             total = torch.zeros(())

@@ -41,6 +41,7 @@ class CompiledModel(nn.Module):
         self.output_kinds = {n: s.kind for n, s in shapes.items()}
         self.vocab = {}
         self._plans: dict = {}
+        self._step_plans: dict = {}
         for name in self.frozen:
             for p in self.encoders[name].parameters():
                 p.requires_grad_(False)
@@ -67,16 +68,23 @@ class CompiledModel(nn.Module):
             self._plans[targets] = list(reversed(keep))
         return self._plans[targets]
 
+    def _steps(self, targets: tuple) -> list:
+        """``_subplan`` as ``(name, section attribute, args, is similarity)``, cached: ``run`` is on
+        the hot path of every training step, so it does no per-call planning or attribute lookups."""
+        if targets not in self._step_plans:
+            self._step_plans[targets] = [(name, SECTION_ATTR[section], tuple(args), name in self.similarity)
+                                         for name, section, args in self._subplan(targets)]
+        return self._step_plans[targets]
+
     def run(self, batch: dict, targets) -> dict:
         """Compute only what ``targets`` (node names) need; returns every computed value."""
         values = dict(batch)
-        for name, section, args in self._subplan(tuple(targets)):
+        sections = self._modules  # read at each call, so a node module replaced later is used
+        for name, attr, args, is_similarity in self._steps(tuple(targets)):
             xs = [values[a] for a in args]
-            module = self.node_module(name)
-            if name in self.similarity:
-                q, c = xs
-                values[name + ".query"], values[name + ".candidate"] = q, c
-            values[name] = module(*xs)
+            if is_similarity:
+                values[name + ".query"], values[name + ".candidate"] = xs
+            values[name] = sections[attr]._modules[name](*xs)
         return values
 
     def forward(self, batch: dict) -> dict:
@@ -101,7 +109,8 @@ class CompiledModel(nn.Module):
         """Batch keys the model (or the given nodes) reads, in a fixed order."""
         needed = None
         if nodes is not None:
-            needed = {a for _, _, args in self._subplan(tuple(nodes)) for a in args}
+            # a node that is itself an input (e.g. a tower that is a raw feature vector) reads itself
+            needed = {a for _, _, args in self._subplan(tuple(nodes)) for a in args} | set(nodes)
         keys = []
         for name, shape in self.inputs.items():
             for k in ([name, name + ".mask"] if shape.kind == TOKENS else [name]):

@@ -1,0 +1,456 @@
+"""Export a compiled model to TorchScript, ONNX or ``torch.export`` (.pt2), with a dynamic batch.
+
+Exporters want positional tensors, not the dict a :class:`~archspec.nn.model.CompiledModel`
+takes, so the model is wrapped in a :class:`FlatModel`: positional tensors in
+``model.input_keys()`` order, a tuple out in prediction order. archspec knows every input's name,
+dtype and which dimension is the batch, so it generates the example inputs and the dynamic shapes
+itself, and writes them down in a manifest (``<name>.export.json``) next to the files.
+
+For a two-tower model each tower of a similarity head is exported on its own as well
+(``<name>.<head>.query.*`` / ``<name>.<head>.candidate.*``): serving runs the candidate tower
+offline over the catalogue and the query tower online, and the manifest records the metric the
+model was trained with, so the nearest-neighbour index uses the same one.
+
+Every file is loaded back and checked against the eager model on a batch of another size before
+the manifest is written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from . import __version__
+from .errors import BuildError
+from .shapes import TOKENS
+
+FORMATS = ("torchscript", "onnx", "torch_export")
+SUFFIX = {"torchscript": ".torchscript.pt", "onnx": ".onnx", "torch_export": ".pt2"}
+BATCH = "batch"
+EXAMPLE_BATCH = 2  # traced / exported with this batch size ...
+CHECK_BATCH = 3  # ... and checked on another one (a baked-in batch size fails the check)
+
+# ANN index settings that reproduce the similarity the model was trained with.
+INDEX = {
+    "cosine": {"normalize": "l2", "metric": "inner_product"},
+    "dot": {"normalize": None, "metric": "inner_product"},
+    "euclidean": {"normalize": None, "metric": "l2"},
+}
+_ACTIVATION = {"multiclass": "softmax", "multilabel": "sigmoid", "binary": "sigmoid"}
+
+
+class ExportError(BuildError):
+    """A model could not be exported, or its export does not reproduce the eager model."""
+
+
+class FlatModel(nn.Module):
+    """A model (or tower) taking positional tensors and returning a tuple.
+
+    Args:
+        module: takes a batch dict; returns a dict (``outputs`` names its keys to return, in
+            order) or a single tensor (``outputs`` is ``None``; returned as a 1-tuple).
+        keys: batch keys of the positional arguments, in order.
+        outputs: keys of the returned dict to return, in order.
+    """
+
+    def __init__(self, module: nn.Module, keys: list[str], outputs: list[str] | None = None):
+        super().__init__()
+        self.module = module
+        self.keys = list(keys)
+        self.outputs = None if outputs is None else list(outputs)
+
+    def forward(self, *tensors: torch.Tensor) -> tuple:
+        out = self.module(dict(zip(self.keys, tensors)))
+        if self.outputs is None:
+            return (out,)
+        return tuple(out[k] for k in self.outputs)
+
+
+def output_names(model) -> list[str]:
+    """The keys of ``model(batch)`` in order: predictions, then each similarity head's embeddings."""
+    names = list(model.predictions)
+    for head in model.similarity:
+        names += [head + ".query", head + ".candidate"]
+    return names
+
+
+def flat_model(model) -> FlatModel:
+    """The whole model as a :class:`FlatModel` (inputs ``model.input_keys()``, outputs :func:`output_names`)."""
+    return FlatModel(model, model.input_keys(), output_names(model))
+
+
+class SubGraph(nn.Module):
+    """The part of a model that computes one node, holding only the modules it needs (so a tower's
+    export carries its own weights, not the other tower's); ``forward(batch) -> (B, D)``."""
+
+    def __init__(self, model, node: str):
+        super().__init__()
+        need, plan = {node}, []
+        for name, section, args in reversed(model.plan):
+            if name in need:
+                plan.append((name, list(args)))
+                need.update(a[:-5] if a.endswith(".mask") else a for a in args)
+        self.plan = list(reversed(plan))
+        self.nodes = nn.ModuleDict({name: model.node_module(name) for name, _ in self.plan})
+        self.node = node
+
+    def forward(self, batch: dict) -> torch.Tensor:
+        values = dict(batch)
+        for name, args in self.plan:
+            values[name] = self.nodes[name](*[values[a] for a in args])
+        return values[self.node]
+
+
+def flat_tower(model, head: str, side: str) -> FlatModel:
+    """One tower (``query`` or ``candidate``) of a similarity head, reading only its own inputs and
+    holding only its own weights (same values as ``model.tower(head, side)``)."""
+    node = model.similarity[head][0 if side == "query" else 1]
+    return FlatModel(SubGraph(model, node), model.input_keys([node]))
+
+
+@dataclass
+class Target:
+    """One thing to export: a flat module and what the manifest says about it."""
+
+    stem: str  # file name without suffix, e.g. "two_tower.match.query"
+    module: FlatModel
+    inputs: list[dict]
+    outputs: list[dict]
+    files: dict = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------------------- manifest
+
+
+def _input_specs(model, keys: list[str]) -> list[dict]:
+    out = []
+    for key in keys:
+        base, mask = (key[:-5], True) if key.endswith(".mask") else (key, False)
+        shape = model.inputs[base]
+        out.append({
+            "name": key,
+            "dtype": "int64" if mask else shape.dtype,
+            "shape": [BATCH, *shape.dims],
+            "kind": "attention_mask" if mask else shape.kind,
+            **({"mask": key + ".mask"} if shape.kind == TOKENS and not mask else {}),
+        })
+    return out
+
+
+def _output_specs(model) -> list[dict]:
+    from .checks import label_space, prediction_kind
+
+    checked = getattr(model, "checked", None)
+    graph = checked.graph if checked is not None else None
+    out = []
+    for name in output_names(model):
+        if name in model.shapes:
+            shape = model.shapes[name]
+            spec = {"name": name, "kind": shape.kind, "dtype": shape.dtype, "shape": [BATCH, *shape.dims]}
+            if graph is not None:
+                task = prediction_kind(graph, name)
+                space, target = label_space(graph, name)
+                cfg = graph.nodes[name]
+                spec["node"] = f"{graph.section[name]}.{name}"
+                spec["task"] = task
+                spec["target"] = target
+                if space is not None:
+                    spec["labels"] = space[2] if space[2] is not None else space[1]
+                if hasattr(cfg, "threshold"):
+                    spec["threshold"] = cfg.threshold
+                if shape.kind == "logits":
+                    spec["activation"] = _ACTIVATION.get(task)
+                elif shape.kind == "score":
+                    spec["activation"] = "sigmoid" if cfg.loss.type == "binary_cross_entropy" else None
+                else:
+                    spec["activation"] = None
+        else:  # a similarity head's tower embedding, "<head>.query" / "<head>.candidate"
+            head, side = name.rsplit(".", 1)
+            node = model.similarity[head][0 if side == "query" else 1]
+            shape = model.shapes[node]
+            spec = {"name": name, "kind": "embedding", "dtype": shape.dtype, "shape": [BATCH, *shape.dims],
+                    "node": f"{model.sections[node]}.{node}"}
+        out.append(spec)
+    return out
+
+
+def _similarity_spec(model, head: str) -> dict:
+    module = model.node_module(head)
+    metric = module.metric
+    calib = {"temperature": module.temperature}
+    if module.scale is not None:
+        calib.update(scale=float(module.scale.detach()), bias=float(module.bias.detach()))
+    formula = {"cosine": "cos(q, c)", "dot": "q · c", "euclidean": "-‖q - c‖"}[metric]
+    if module.temperature is not None:
+        formula = f"{formula} / temperature"
+    if module.scale is not None:
+        formula = f"scale * {formula} + bias"
+    return {"metric": metric, "index": INDEX[metric], "score": formula, **calib}
+
+
+def _manifest(model, name: str, targets: list[Target], formats: list[str], out_dir: Path) -> dict:
+    main, towers = targets[0], targets[1:]
+    checked = getattr(model, "checked", None)
+    manifest = {
+        "archspec": __version__,
+        "torch": torch.__version__,
+        "name": name,
+        "spec": str(checked.file) if checked is not None else None,
+        "batch_dim": BATCH,
+        "example_batch_size": EXAMPLE_BATCH,
+        "formats": list(formats),
+        "inputs": main.inputs,
+        "outputs": main.outputs,
+        "files": {f: os.path.relpath(p, out_dir) for f, p in main.files.items()},
+    }
+    if model.similarity:
+        sims = {}
+        for head in model.similarity:
+            entry = _similarity_spec(model, head)
+            for t in towers:
+                if t.stem.startswith(f"{name}.{head}."):
+                    side = t.stem.rsplit(".", 1)[1]
+                    entry[side] = {"node": model.similarity[head][0 if side == "query" else 1],
+                                   "inputs": t.inputs, "outputs": t.outputs,
+                                   "files": {f: os.path.relpath(p, out_dir) for f, p in t.files.items()}}
+            sims[head] = entry
+        manifest["similarity"] = sims
+    return manifest
+
+
+def _targets(model, name: str) -> list[Target]:
+    targets = [Target(name, flat_model(model).eval(), _input_specs(model, model.input_keys()), _output_specs(model))]
+    for head, (q, c) in model.similarity.items():
+        for side, node in (("query", q), ("candidate", c)):
+            flat = flat_tower(model, head, side).eval()
+            shape = model.shapes[node]
+            targets.append(Target(f"{name}.{head}.{side}", flat, _input_specs(model, flat.keys),
+                                  # not plain "embedding": the ONNX exporter does not rename an output
+                                  # that collides with an internal value (e.g. an nn.Embedding's)
+                                  [{"name": f"{head}.{side}", "kind": "embedding", "dtype": shape.dtype,
+                                    "shape": [BATCH, *shape.dims], "node": f"{model.sections[node]}.{node}"}]))
+    return targets
+
+
+# ------------------------------------------------------------------------------------------ inputs
+
+
+def _varied_masks(batch: dict) -> dict:
+    """Give each row of every attention mask a different amount of padding (at least one token kept),
+    so a check also covers masks unlike the example's."""
+    out = dict(batch)
+    for key, mask in batch.items():
+        if key.endswith(".mask") and mask.dim() == 2:
+            mask = torch.ones_like(mask)
+            n, t = mask.shape
+            for row in range(n):
+                keep = max(1, t - (row * t) // max(n, 1))
+                mask[row, keep:] = 0
+            out[key] = mask
+    return out
+
+
+def example_args(model, keys: list[str], batch_size: int = EXAMPLE_BATCH, seed: int = 0) -> tuple:
+    """Positional example tensors for ``keys``, from ``model.example_batch``."""
+    batch = model.example_batch(batch_size, seed=seed)
+    if seed:
+        batch = _varied_masks(batch)
+    return tuple(batch[k] for k in keys)
+
+
+# --------------------------------------------------------------------------------------- exporters
+
+
+@contextlib.contextmanager
+def _quiet():
+    """Silence exporter chatter that is not ours to act on (every export is checked numerically
+    afterwards, which is what the tracer warnings ask for)."""
+    logger = logging.getLogger("onnxscript")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.filterwarnings("ignore", category=FutureWarning)  # torch.jit is deprecated
+            warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+            warnings.filterwarnings("ignore", message=".*axis name.*will not be used.*")
+            warnings.filterwarnings("ignore", category=DeprecationWarning)
+            yield
+    finally:
+        logger.setLevel(level)
+
+
+def _dynamic(keys: list[str]):
+    from torch.export import Dim
+
+    batch = Dim(BATCH)
+    # one entry for the var-positional `*tensors`, holding one spec per tensor
+    return (tuple({0: batch} for _ in keys),)
+
+
+def _export_torchscript(flat: FlatModel, args: tuple, check: tuple, path: Path) -> None:
+    traced = torch.jit.trace(flat, args, check_inputs=[check])
+    torch.jit.save(traced, str(path))
+
+
+def _export_torch_export(flat: FlatModel, args: tuple, check: tuple, path: Path) -> None:
+    program = torch.export.export(flat, args, dynamic_shapes=_dynamic(flat.keys))
+    torch.export.save(program, str(path))
+
+
+def _export_onnx(flat: FlatModel, args: tuple, check: tuple, path: Path, output: list[str]) -> None:
+    n_bytes = sum(p.numel() * p.element_size() for p in flat.parameters())
+    torch.onnx.export(flat, args, str(path), dynamo=True, input_names=flat.keys, output_names=output,
+                      dynamic_shapes=_dynamic(flat.keys), verbose=False,
+                      external_data=n_bytes > 1.5 * 2**30)  # a protobuf holds at most 2 GiB
+    import onnx
+
+    onnx.checker.check_model(str(path))
+    graph = onnx.load(str(path), load_external_data=False).graph
+    names = ([i.name for i in graph.input], [o.name for o in graph.output])
+    if names != (flat.keys, output):  # the exporter may drop or rename a value; serving goes by name
+        raise ExportError(f"the ONNX graph's inputs/outputs {names} are not the expected {(flat.keys, output)}")
+
+
+def load(path, fmt: str | None = None):
+    """Load an exported file back as a callable ``f(*tensors) -> tuple of tensors``.
+
+    ONNX files need ``onnxruntime`` (or fall back to ``onnx.reference``, which is slow and does not
+    run every model).
+    """
+    path = Path(path)
+    fmt = fmt or next(f for f, s in SUFFIX.items() if path.name.endswith(s))
+    if fmt == "torchscript":
+        with _quiet():
+            module = torch.jit.load(str(path))
+        return lambda *xs: tuple(module(*xs))
+    if fmt == "torch_export":
+        module = torch.export.load(str(path)).module()
+        return lambda *xs: tuple(module(*xs))
+    import onnx
+
+    names = [i.name for i in onnx.load(str(path), load_external_data=False).graph.input]
+    try:
+        import onnxruntime as ort
+
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        run = session.run
+    except ImportError:
+        from onnx.reference import ReferenceEvaluator
+
+        run = ReferenceEvaluator(str(path)).run
+    return lambda *xs: tuple(torch.from_numpy(y) for y in run(None, {n: x.numpy() for n, x in zip(names, xs)}))
+
+
+def _verify(path: Path, fmt: str, flat: FlatModel, check: tuple, stem: str, names: list[str]) -> None:
+    if fmt == "onnx":
+        try:
+            import onnxruntime  # noqa: F401
+        except ImportError:
+            return  # onnx.checker ran; numerics need onnxruntime (onnx.reference cannot run every model)
+    with torch.no_grad():
+        want = flat(*check)
+    try:
+        got = load(path, fmt)(*check)
+    except Exception as exc:  # noqa: BLE001 - any failure to run the export is an export error
+        raise ExportError(f"{fmt} export of '{stem}' does not run on a batch of {CHECK_BATCH}: {exc}") from exc
+    if len(got) != len(want):
+        raise ExportError(f"{fmt} export of '{stem}' returns {len(got)} outputs, not {len(want)}")
+    for name, w, g in zip(names, want, got):
+        try:
+            torch.testing.assert_close(g, w, atol=1e-3, rtol=1e-3)
+        except AssertionError as exc:
+            raise ExportError(f"{fmt} export of '{stem}' differs from the eager model on output '{name}': "
+                              f"{str(exc).strip().splitlines()[0]}") from None
+
+
+@dataclass
+class ExportResult:
+    """What :func:`export` wrote: the manifest's path and contents, and every file by target and format."""
+
+    manifest_path: Path
+    manifest: dict
+    files: list[Path]
+
+
+def export(model, out_dir, formats, *, name: str | None = None, verify: bool = True) -> ExportResult:
+    """Export ``model`` (and each similarity head's towers) in every format, plus a manifest.
+
+    Args:
+        model: a :class:`~archspec.nn.model.CompiledModel`.
+        out_dir: directory to write to (created if missing).
+        formats: any of ``torchscript``, ``onnx``, ``torch_export``.
+        name: file name stem (defaults to the spec's name).
+        verify: load each file back and compare it with the eager model on another batch size.
+
+    Returns:
+        an :class:`ExportResult`.
+
+    Raises:
+        ExportError: an exporter failed, or an export does not reproduce the eager model.
+
+    Example:
+        >>> import tempfile
+        >>> from archspec.build import compile_spec
+        >>> m = compile_spec("archspec: 1\\nname: tiny\\ninputs: {x: {type: numeric, columns: [a, b]}}\\n"
+        ...                  "heads: {y: {type: regression, from: x}}\\n")
+        >>> with tempfile.TemporaryDirectory() as out:
+        ...     r = export(m, out, ["torch_export"])
+        >>> r.manifest["inputs"][0]["shape"], r.manifest["files"]
+        (['batch', 2], {'torch_export': 'tiny.pt2'})
+    """
+    formats = list(dict.fromkeys(formats))
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown:
+        raise ExportError(f"unknown export format '{unknown[0]}' — known: {', '.join(FORMATS)}")
+    checked = getattr(model, "checked", None)
+    name = name or (checked.spec.name if checked is not None else "model")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    was_training = model.training
+    model.eval()
+    written: list[Path] = []
+    try:
+        targets = _targets(model, name)
+        for t in targets:
+            args = example_args(model, t.module.keys)
+            check = example_args(model, t.module.keys, CHECK_BATCH, seed=1)
+            with torch.no_grad():
+                t.module(*args)  # warm the model's plan cache outside the tracers
+            for fmt in formats:
+                path = out_dir / (t.stem + SUFFIX[fmt])
+                try:
+                    with _quiet():
+                        if fmt == "torchscript":
+                            _export_torchscript(t.module, args, check, path)
+                        elif fmt == "torch_export":
+                            _export_torch_export(t.module, args, check, path)
+                        else:
+                            _export_onnx(t.module, args, check, path, [o["name"] for o in t.outputs])
+                except ExportError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - exporters raise anything; say which and why
+                    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                    raise ExportError(f"{fmt} export of '{t.stem}' failed: {first}") from exc
+                if verify:
+                    _verify(path, fmt, t.module, check, t.stem, [o["name"] for o in t.outputs])
+                t.files[fmt] = path
+                written.append(path)
+                if fmt == "onnx" and Path(str(path) + ".data").exists():
+                    written.append(Path(str(path) + ".data"))
+        manifest = _manifest(model, name, targets, formats, out_dir)
+        manifest_path = out_dir / f"{name}.export.json"
+        tmp = manifest_path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(manifest, indent=2) + "\n")
+        os.replace(tmp, manifest_path)
+    finally:
+        model.train(was_training)
+    return ExportResult(manifest_path, manifest, written)

@@ -1,0 +1,164 @@
+"""Third-party components arrive through the `archspec.components` entry-point group.
+
+A fake installed distribution (a module plus its ``.dist-info`` with ``entry_points.txt``) is put
+on ``PYTHONPATH`` of a fresh interpreter, which then validates, schema-dumps and compiles a spec
+using the plugin's encoder — exactly what ``pip install archspec-myplugin`` would give a user. The
+subprocess keeps the registration out of this test process's registries.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+import archspec.nn  # noqa: F401  (registers the built-in builders, so duplicates are detectable)
+from archspec.registry import REGISTRIES, RegistryError, register_builder, register_config
+
+from conftest import ROOT
+
+PLUGIN = '''
+"""A plugin adding the `my_encoder` encoder: config torch-free, builder imports torch lazily."""
+from typing import Literal
+
+from archspec.registry import register_builder, register_config
+from archspec.shapes import FEATURES, Shape
+from archspec.spec.base import PositiveInt
+from archspec.spec.encoders import EncoderNode
+
+
+@register_config("encoder", "my_encoder")
+class MyEncoderConfig(EncoderNode):
+    """Doubles its input, then projects it to `width`."""
+
+    type: Literal["my_encoder"]
+    width: PositiveInt = 4
+    """Output width."""
+    accepts = frozenset({FEATURES})
+
+    def infer(self, ins, ctx):
+        return Shape(FEATURES, (self.width,))
+
+
+@register_builder("encoder", "my_encoder")
+def build_my_encoder(cfg, in_shapes, ctx):
+    import torch
+
+    class MyEncoder(torch.nn.Module):
+        def __init__(self, n_in, n_out):
+            super().__init__()
+            self.proj = torch.nn.Linear(n_in, n_out)
+
+        def forward(self, x):
+            return self.proj(2 * x)
+
+    return MyEncoder(ctx.width(in_shapes[0]), cfg.width)
+'''
+
+SPEC = """archspec: 1
+name: uses_plugin
+inputs: {x: {type: numeric, columns: [a, b, c]}}
+encoders: {e: {type: my_encoder, input: x, width: 6}}
+heads: {y: {type: multiclass, from: e, classes: 3}}
+"""
+
+DRIVER = '''
+import json, sys
+from archspec.pipeline import check_text
+from archspec.registry import load_plugins
+
+report = {}
+r = check_text(SPEC)
+report["valid"] = r.ok()
+report["diagnostics"] = [d.render() for d in r.diagnostics]
+report["shape"] = str(r.shapes.get("e"))
+report["torch_after_validate"] = "torch" in sys.modules
+
+typo = check_text(SPEC.replace("type: my_encoder", "type: my_encodr"))
+report["typo"] = [d.render() for d in typo.diagnostics]
+
+from archspec.spec import json_schema
+schema = json.dumps(json_schema())
+report["schema_has_type"] = '"my_encoder"' in schema
+report["schema_has_doc"] = "Doubles its input" in schema
+
+from archspec.build import compile_spec
+model = compile_spec(SPEC)
+out = model(model.example_batch(2))
+report["out_shape"] = list(out["y"].shape)
+report["state_dict"] = sorted(model.state_dict())
+
+from archspec.registry import REGISTRIES, RegistryError, register_config
+try:
+    register_config("encoder", "my_encoder")(type("Again", (), {}))
+    report["duplicate"] = None
+except RegistryError as exc:
+    report["duplicate"] = str(exc)
+print("REPORT " + json.dumps(report))
+'''
+
+
+@pytest.fixture()
+def plugin_path(tmp_path):
+    (tmp_path / "myplugin.py").write_text(PLUGIN)
+    info = tmp_path / "myplugin-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: myplugin\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[archspec.components]\nmyplugin = myplugin\n")
+    return tmp_path
+
+
+def run_driver(plugin_path) -> dict:
+    code = f"SPEC = {SPEC!r}\n" + textwrap.dedent(DRIVER)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(plugin_path), str(ROOT / "src")]),
+           "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=180)
+    assert proc.returncode == 0, proc.stderr
+    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("REPORT ")][-1]
+    return json.loads(line[len("REPORT "):])
+
+
+def test_plugin_encoder_validates_compiles_and_is_in_the_schema(plugin_path):
+    report = run_driver(plugin_path)
+    assert report["valid"], report["diagnostics"]
+    assert report["diagnostics"] == []
+    assert report["shape"] == "(B, 6) features"
+    assert report["torch_after_validate"] is False  # the plugin's config is torch-free too
+    assert report["schema_has_type"] and report["schema_has_doc"]
+    assert report["out_shape"] == [2, 3]
+    assert report["state_dict"] == ["encoders.e.proj.bias", "encoders.e.proj.weight", "heads.y.out.bias",
+                                    "heads.y.out.weight"]
+    assert report["duplicate"] == "duplicate encoder type 'my_encoder'"
+    assert len(report["typo"]) == 1
+    assert "unknown encoder type 'my_encodr' — did you mean 'my_encoder'?" in report["typo"][0]
+    assert "my_encoder" in report["typo"][0].split("known:")[1]
+
+
+def test_without_the_plugin_the_type_is_unknown():
+    from archspec.pipeline import check_text
+
+    r = check_text(SPEC)
+    assert [d.code for d in r.errors] == ["E-UNKNOWN-TYPE"]
+    assert "unknown encoder type 'my_encoder'" in r.errors[0].message
+
+
+def test_duplicate_registration_is_an_error():
+    configs = dict(REGISTRIES["encoder"].configs)
+    builders = dict(REGISTRIES["encoder"].builders)
+    with pytest.raises(RegistryError, match="duplicate encoder type 'mlp'"):
+        register_config("encoder", "mlp")(type("Dup", (), {}))
+    with pytest.raises(RegistryError, match="duplicate encoder builder 'mlp'"):
+        register_builder("encoder", "mlp")(lambda cfg, shapes, ctx: None)
+    with pytest.raises(RegistryError, match="duplicate loss type 'mse'"):
+        register_config("loss", "mse")(type("Dup", (), {}))
+    assert REGISTRIES["encoder"].configs == configs and REGISTRIES["encoder"].builders == builders
+
+
+def test_unknown_name_suggests_the_nearest():
+    assert REGISTRIES["encoder"].unknown("mpl") == "unknown encoder type 'mpl' — did you mean 'mlp'?"
+    assert REGISTRIES["fusion"].unknown("erly") == "unknown fusion type 'erly' — did you mean 'early'?"
+    assert REGISTRIES["head"].unknown("zzz") == "unknown head type 'zzz'"

@@ -1,0 +1,152 @@
+"""Pretrained transformers from a local directory; a hub name that is not cached fails fast and clearly.
+
+A tiny BERT saved with ``save_pretrained`` stands in for a downloaded model: the checker reads its
+width from the directory's ``config.json`` (nothing deferred), and the build loads exactly its
+weights. Tests run with ``HF_HUB_OFFLINE=1`` (see conftest), as archspec never downloads.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from archspec.build import compile_spec
+from archspec.errors import BuildError
+from archspec.pipeline import check_file
+
+from conftest import ROOT
+
+HIDDEN = 24
+NOT_CACHED = "archspec-tests/no-such-model-anywhere"
+
+
+@pytest.fixture(scope="module")
+def tiny_bert(tmp_path_factory):
+    """A saved tiny BERT (with its pooler) and a tokenizer, under ``<tmp>/models/tiny_bert``."""
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    root = tmp_path_factory.mktemp("pretrained")
+    path = root / "models" / "tiny_bert"
+    torch.manual_seed(123)
+    config = BertConfig(vocab_size=40, hidden_size=HIDDEN, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=48, max_position_embeddings=32)
+    model = BertModel(config).eval()
+    model.save_pretrained(path)
+    vocab = root / "vocab.txt"
+    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"w{i}" for i in range(35)]))
+    BertTokenizerFast(vocab_file=str(vocab)).save_pretrained(path)
+    return root, path, model
+
+
+def write_spec(directory, reference: str, pooling: str = "pooler", name: str = "spec.yaml"):
+    text = f"""archspec: 1
+name: pretrained_tiny
+inputs:
+  text:
+    type: text
+    column: text
+    max_length: 16
+    tokenizer: {{type: pretrained, name: "{reference}"}}
+encoders:
+  enc: {{type: transformer, input: text, pretrained: "{reference}", pooling: {pooling}}}
+heads:
+  label: {{type: multiclass, from: enc, classes: 3}}
+"""
+    path = directory / name
+    path.write_text(text)
+    return path
+
+
+def saved_outputs(model, batch):
+    with torch.no_grad():
+        return model(input_ids=batch["text"], attention_mask=batch["text.mask"])
+
+
+@pytest.mark.parametrize("how", ["absolute", "relative"])
+def test_checker_reads_width_from_local_config(tiny_bert, how):
+    root, path, _ = tiny_bert
+    ref = str(path) if how == "absolute" else "./models/tiny_bert"
+    r = check_file(write_spec(root, ref, name=f"{how}.yaml"))
+    assert r.ok(), [d.render() for d in r.diagnostics]
+    assert [d.code for d in r.diagnostics] == []  # in particular no N-DEFERRED note
+    assert r.shapes["enc"].dims == (HIDDEN,)
+
+
+@pytest.mark.parametrize("how,pooling", [("absolute", "pooler"), ("relative", "pooler"), ("relative", "cls"),
+                                         ("absolute", "mean")])
+def test_build_loads_the_saved_weights(tiny_bert, how, pooling):
+    root, path, saved = tiny_bert
+    ref = str(path) if how == "absolute" else "./models/tiny_bert"
+    spec = write_spec(root, ref, pooling, name=f"{how}_{pooling}.yaml")
+    model = compile_spec(spec).eval()
+    encoder = model.encoders["enc"].model
+    # every weight of the saved model is loaded (the pooler only when it is used)
+    mine = encoder.state_dict()
+    for key, value in saved.state_dict().items():
+        if key.startswith("pooler.") and pooling != "pooler":
+            assert key not in mine
+            continue
+        assert torch.equal(mine[key], value), key
+    batch = model.example_batch(3, seed=4)
+    feats = model.encode(batch, "enc")
+    ref_out = saved_outputs(saved, batch)
+    if pooling == "pooler":
+        expected = ref_out.pooler_output
+    elif pooling == "cls":
+        expected = ref_out.last_hidden_state[:, 0]
+    else:
+        m = batch["text.mask"].unsqueeze(-1).float()
+        expected = (ref_out.last_hidden_state * m).sum(1) / m.sum(1)
+    torch.testing.assert_close(feats, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_relative_path_resolves_against_the_spec_not_the_cwd(tiny_bert, tmp_path, monkeypatch):
+    root, _, _ = tiny_bert
+    spec = write_spec(root, "./models/tiny_bert", name="cwd.yaml")
+    monkeypatch.chdir(tmp_path)  # ./models/tiny_bert does not exist here
+    model = compile_spec(spec)
+    assert model.shapes["enc"].dims == (HIDDEN,)
+
+
+def test_missing_local_directory_is_a_spec_error(tmp_path):
+    r = check_file(write_spec(tmp_path, "./models/nowhere"))
+    assert [d.code for d in r.errors] == ["E-FILE"]
+    assert "nowhere" in r.errors[0].message
+
+
+def test_uncached_hub_name_is_a_deferred_note(tmp_path):
+    r = check_file(write_spec(tmp_path, NOT_CACHED))
+    assert r.ok()
+    assert [d.code for d in r.diagnostics] == ["N-DEFERRED"]
+    assert r.shapes["enc"].dims == (None,)
+
+
+def test_uncached_hub_name_fails_fast_with_a_build_error(tmp_path):
+    assert os.environ.get("HF_HUB_OFFLINE") == "1"
+    spec = write_spec(tmp_path, NOT_CACHED)
+    start = time.perf_counter()
+    with pytest.raises(BuildError) as info:
+        compile_spec(spec)
+    assert time.perf_counter() - start < 10
+    message = str(info.value)
+    assert message.startswith("encoders.enc: cannot build transformer 'archspec-tests/no-such-model-anywhere'")
+    assert "local directory" in message and "never downloads" in message
+    assert "\n" not in message
+
+
+def test_cli_build_of_uncached_hub_name_exits_1_without_traceback(tmp_path):
+    if not (ROOT / "src" / "archspec" / "commands" / "build.py").exists():
+        pytest.skip("the `archspec build` command is not there yet")
+    spec = write_spec(tmp_path, NOT_CACHED)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT / "src")}
+    proc = subprocess.run([sys.executable, "-m", "archspec.cli", "build", str(spec)], capture_output=True,
+                          text=True, env=env, timeout=120)
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("archspec: error: encoders.enc: cannot build transformer"), proc.stderr
