@@ -1,0 +1,176 @@
+"""Text → token ids and attention masks: a WordPiece tokenizer trained on the training text, or a
+pretrained (Hugging Face) tokenizer from a local directory or the local cache. Never downloads."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import BuildError, CheckpointError
+
+SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")  # [PAD] is id 0
+
+
+def texts_of(series) -> list[str]:
+    """Cell values as strings; a missing cell is the empty string."""
+    from .convert import is_missing
+
+    return ["" if is_missing(v) else str(v) for v in series]
+
+
+class WordPieceText:
+    """A WordPiece tokenizer (``tokenizers`` library) that adds ``[CLS] … [SEP]`` and pads to ``max_length``."""
+
+    kind = "wordpiece"
+
+    def __init__(self, tokenizer, max_length: int):
+        self.tokenizer = tokenizer
+        self.max_length = int(max_length)
+        tokenizer.enable_truncation(self.max_length)
+        tokenizer.enable_padding(length=self.max_length, pad_id=0, pad_token="[PAD]")
+
+    @classmethod
+    def train(cls, texts: list[str], vocab_size: int, lowercase: bool, min_frequency: int,
+              max_length: int) -> "WordPieceText":
+        """Train on ``texts`` (the training split only), offline.
+
+        Two trainings on the same text can differ where merge counts tie (``tokenizers`` breaks
+        ties in hash-map order, huggingface/tokenizers#1794): save the result and reload it rather
+        than training again.
+
+        Example:
+            >>> t = WordPieceText.train(["a cat", "a dog"] * 3, 100, True, 1, 6)
+            >>> t.encode(["A cat"])[0].tolist()[0][:1], t.pad_id
+            ([2], 0)
+        """
+        from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+
+        tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+        # BertNormalizer strips accents exactly when it lower-cases (strip_accents=None follows lowercase).
+        tok.normalizer = normalizers.BertNormalizer(lowercase=lowercase)
+        tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        tok.decoder = decoders.WordPiece()
+        trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, min_frequency=min_frequency,
+                                            special_tokens=list(SPECIAL_TOKENS), show_progress=False)
+        tok.train_from_iterator(texts, trainer, length=len(texts))
+        cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+        tok.post_processor = processors.TemplateProcessing(
+            single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+            special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)])
+        return cls(tok, max_length)
+
+    @classmethod
+    def load(cls, directory, max_length: int) -> "WordPieceText":
+        from tokenizers import Tokenizer
+
+        path = Path(directory) / "tokenizer.json"
+        try:
+            return cls(Tokenizer.from_file(str(path)), max_length)
+        except Exception as exc:  # tokenizers raises a bare Exception on a bad file
+            raise CheckpointError(f"{path}: cannot load the saved tokenizer ({exc}) — the run directory is "
+                                  "incomplete or corrupt; train again") from None
+
+    def save(self, directory) -> None:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        tmp = directory / "tokenizer.json.tmp"
+        self.tokenizer.save(str(tmp))
+        os.replace(tmp, directory / "tokenizer.json")
+
+    @property
+    def vocab_size(self) -> int:
+        return self.tokenizer.get_vocab_size(with_added_tokens=True)
+
+    @property
+    def pad_id(self) -> int:
+        return 0
+
+    def encode(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """``(ids, mask)``, both int64 ``(n, max_length)``."""
+        encs = self.tokenizer.encode_batch(list(texts))
+        ids = np.asarray([e.ids for e in encs], dtype=np.int64).reshape(len(texts), self.max_length)
+        mask = np.asarray([e.attention_mask for e in encs], dtype=np.int64).reshape(len(texts), self.max_length)
+        return ids, mask
+
+
+class PretrainedText:
+    """A Hugging Face tokenizer (``AutoTokenizer``) loaded without network access."""
+
+    kind = "pretrained"
+
+    def __init__(self, tokenizer, max_length: int):
+        if tokenizer.pad_token is None:
+            if tokenizer.eos_token is None:
+                raise BuildError("the pretrained tokenizer has neither a padding nor an end-of-sequence token, "
+                                 "so batches cannot be padded — use a tokenizer with a pad token")
+            tokenizer.pad_token = tokenizer.eos_token  # GPT-style tokenizers: pad with EOS (masked out)
+        self.tokenizer = tokenizer
+        self.max_length = int(max_length)
+
+    @classmethod
+    def from_name(cls, name: str, base_dir, max_length: int, node: str = "inputs") -> "PretrainedText":
+        """Load by hub name (from the local cache only) or from a local directory (relative to the spec).
+
+        Raises:
+            BuildError: the tokenizer is not available offline; the message says how to provide it.
+        """
+        local = name.startswith((".", "/", "~")) or os.sep in name and Path(name).expanduser().exists()
+        if local:
+            p = Path(name).expanduser()
+            if not p.is_absolute() and base_dir is not None:
+                p = Path(base_dir) / p
+            if not p.is_dir():
+                raise BuildError(f"{node}.tokenizer.name: no directory {p} — save the tokenizer there "
+                                 "(`tokenizer.save_pretrained(dir)`), or fix the path (relative to the spec file)")
+            return cls(_auto(str(p), node, name), max_length)
+        return cls(_auto(name, node, name), max_length)
+
+    @classmethod
+    def load(cls, directory, max_length: int) -> "PretrainedText":
+        try:
+            return cls(_auto(str(directory), "saved", str(directory)), max_length)
+        except BuildError as exc:
+            raise CheckpointError(f"{directory}: cannot load the saved tokenizer — the run directory is "
+                                  f"incomplete or corrupt ({exc})") from None
+
+    def save(self, directory) -> None:
+        Path(directory).mkdir(parents=True, exist_ok=True)
+        self.tokenizer.save_pretrained(str(directory))
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.tokenizer)
+
+    @property
+    def pad_id(self) -> int:
+        return int(self.tokenizer.pad_token_id)
+
+    def encode(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """``(ids, mask)``, both int64 ``(n, max_length)``."""
+        out = self.tokenizer(list(texts), padding="max_length", truncation=True, max_length=self.max_length,
+                             return_attention_mask=True)
+        n = len(texts)
+        ids = np.asarray(out["input_ids"], dtype=np.int64).reshape(n, self.max_length)
+        mask = np.asarray(out["attention_mask"], dtype=np.int64).reshape(n, self.max_length)
+        return ids, mask
+
+
+def _auto(ref: str, node: str, name: str):
+    try:
+        from transformers import AutoTokenizer
+    except ImportError:
+        raise BuildError(f"{node}.tokenizer: a pretrained tokenizer needs `transformers` — install "
+                         "archspec[torch]") from None
+    try:
+        # local_files_only: never reach the network (and never wait for its retries); trust_remote_code
+        # is never taken from a spec.
+        return AutoTokenizer.from_pretrained(ref, local_files_only=True, trust_remote_code=False)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise BuildError(
+            f"{node}.tokenizer: cannot load pretrained tokenizer '{name}' offline ({first[:300]}) — put its "
+            "files (tokenizer.json, tokenizer_config.json, ...) in a local directory and set `name: ./that_dir` "
+            "(relative to the spec), or fetch it once into the Hugging Face cache where network is allowed "
+            f"(`hf download {name}`), or use `type: wordpiece`") from None

@@ -1,0 +1,73 @@
+"""Every shipped spec runs through the data layer on synthetic data from tests/datagen.py."""
+
+import doctest
+import importlib
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from archspec.data import Preprocessor, make_loader, preflight, read_table, split
+from archspec.pipeline import check_file
+
+from datagen import make_dataset
+
+
+def test_shipped_spec_preprocesses(spec_path, tmp_path):
+    checked = check_file(spec_path)
+    path = make_dataset(checked, 12, tmp_path)
+    df = read_table(path)
+    t = checked.spec.training
+    preflight(checked, df, path, "train")
+    train, val = split(df, t.validation_split, t.seed)
+    pre = Preprocessor.fit(checked, train, path.parent, file=path)
+    preflight(checked, val, path, "validation", preprocessor=pre)
+    inputs, targets = pre.transform(val, path.parent, file=path)
+    for name, cfg in checked.spec.inputs.items():
+        shape = checked.shapes[name]
+        assert tuple(inputs[name].shape) == (len(val), *shape.dims), name
+        assert str(inputs[name].dtype) == f"torch.{shape.dtype}", name
+        if cfg.type == "text":
+            assert inputs[name + ".mask"].shape == inputs[name].shape
+            assert int(inputs[name].max()) < pre.vocab_size(name)
+    assert set(targets) == set(pre.prediction_names)
+    for name, y in targets.items():
+        node = checked.graph.nodes[name]
+        logits = checked.shapes[name]
+        if getattr(node, "type", None) == "multiclass" or (checked.graph.is_late(name)):
+            assert y.dtype == torch.int64 and y.shape == (len(val),)
+            assert int(y.max()) < logits.dims[0]
+        elif node.type in ("multilabel", "regression"):
+            assert y.dtype == torch.float32 and tuple(y.shape) == (len(val), *logits.dims)
+        else:
+            assert y.dtype == torch.float32 and y.shape == (len(val),)
+    batch = next(iter(make_loader(inputs, targets, 4, True, t.seed, 0)))
+    assert batch[0].keys() == inputs.keys()
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "jsonl"])
+def test_datagen_formats(fmt, tmp_path):
+    from conftest import ROOT
+
+    checked = check_file(ROOT / "specs" / "hybrid_fusion.yaml")  # image + vector + text + late fusion
+    path = make_dataset(checked, 6, tmp_path, fmt=fmt)
+    df = read_table(path)
+    preflight(checked, df, path)
+    inputs, _ = Preprocessor.fit(checked, df, path.parent).transform(df, path.parent)
+    assert inputs["audio"].shape == (6, 128) and inputs["frame"].shape == (6, 3, 64, 64)
+
+
+MODULES = ["problems", "tables", "columns", "convert", "preflight", "text", "preprocess", "loader"]
+
+
+@pytest.mark.parametrize("mod", MODULES)
+def test_docstring_examples_run(mod):
+    result = doctest.testmod(importlib.import_module(f"archspec.data.{mod}"), optionflags=doctest.ELLIPSIS)
+    assert result.failed == 0
+
+
+def test_data_checks_do_not_import_torch():
+    code = ("import sys, archspec.data as d; d.read_table; d.preflight; d.split; "
+            "assert 'torch' not in sys.modules, 'torch imported'")
+    subprocess.run([sys.executable, "-c", code], check=True)
