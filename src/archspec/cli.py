@@ -36,6 +36,34 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--export", choices=["torchscript", "onnx", "torch_export"], action="append",
                    help="export the model (repeatable)")
     b.add_argument("--out", metavar="DIR", help="directory for --export / --graph output")
+
+    t = sub.add_parser("train", help="train a spec on its data; writes a run directory")
+    t.add_argument("file", metavar="SPEC", nargs="?", help="spec file (optional with --resume)")
+    t.add_argument("--data", metavar="FILE", help="training data (overrides training.data.train)")
+    t.add_argument("--out", metavar="DIR", help="run directory (default runs/<name>)")
+    t.add_argument("--resume", metavar="RUN", help="continue a run from its last checkpoint")
+    t.add_argument("--epochs", type=int, help="override training.epochs")
+    t.add_argument("--max-steps", type=int, help="stop after this many optimizer steps")
+    t.add_argument("--plot", action="store_true", help="draw the learning curves to RUN/learning_curves.png")
+    t.add_argument("--progress", choices=["auto", "bar", "lines"], default="auto",
+                   help="live progress bar (default: when stdout is a terminal)")
+    t.add_argument("--nproc-per-node", type=int, default=1, metavar="N",
+                   help="train with N processes (DistributedDataParallel via torchrun)")
+
+    e = sub.add_parser("evaluate", help="metrics of a trained run on a labelled data file")
+    e.add_argument("run", metavar="RUN")
+    e.add_argument("--data", metavar="FILE", required=True)
+    e.add_argument("--format", choices=["text", "json"], default="text")
+    e.add_argument("--out", metavar="FILE", help="also write the metrics as JSON here")
+
+    pr = sub.add_parser("predict", help="probabilities and labels per head for every row of a data file")
+    pr.add_argument("run", metavar="RUN")
+    pr.add_argument("--data", metavar="FILE", required=True)
+    pr.add_argument("--out", metavar="FILE", required=True, help=".csv, .jsonl or .parquet")
+
+    pl = sub.add_parser("plot", help="draw a run's learning curves to a PNG")
+    pl.add_argument("run", metavar="RUN")
+    pl.add_argument("--out", metavar="FILE")
     return p
 
 
@@ -85,7 +113,70 @@ def cmd_build(args) -> int:
     return run_build(args)
 
 
-COMMANDS = {"validate": cmd_validate, "schema": cmd_schema, "build": cmd_build}
+def cmd_train(args) -> int:
+    if args.file is None and args.resume is None:
+        print("archspec train: give a SPEC, or --resume RUN", file=sys.stderr)
+        return EXIT_USAGE
+    if args.nproc_per_node > 1 and "WORLD_SIZE" not in __import__("os").environ:
+        return _launch_distributed(args)
+    from .train import train
+
+    progress = {"auto": None, "bar": True, "lines": False}[args.progress]
+    train(args.file, data=args.data, out=args.out, resume=args.resume, max_steps=args.max_steps,
+          epochs=args.epochs, progress=progress, plot=args.plot)
+    return EXIT_OK
+
+
+def _launch_distributed(args) -> int:
+    """Re-run this command under torchrun with N local processes (gloo on CPU, nccl on GPU)."""
+    import subprocess
+
+    argv = [a for a in sys.argv[1:]]
+    cleaned, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+            continue
+        if a == "--nproc-per-node":
+            skip = True
+            continue
+        if a.startswith("--nproc-per-node="):
+            continue
+        cleaned.append(a)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+           f"--nproc-per-node={args.nproc_per_node}", "-m", "archspec", *cleaned]
+    return subprocess.call(cmd)
+
+
+def cmd_evaluate(args) -> int:
+    from .serve import evaluate, format_metrics, metrics_json
+
+    metrics = evaluate(args.run, args.data)
+    print(metrics_json(metrics) if args.format == "json" else format_metrics(metrics))
+    if args.out:
+        from pathlib import Path
+
+        Path(args.out).write_text(metrics_json(metrics) + "\n")
+    return EXIT_OK
+
+
+def cmd_predict(args) -> int:
+    from .serve import predict
+
+    df = predict(args.run, args.data, args.out)
+    print(f"wrote {len(df)} rows × {len(df.columns)} columns to {args.out}")
+    return EXIT_OK
+
+
+def cmd_plot(args) -> int:
+    from .plot import plot_run
+
+    print(plot_run(args.run, args.out))
+    return EXIT_OK
+
+
+COMMANDS = {"validate": cmd_validate, "schema": cmd_schema, "build": cmd_build, "train": cmd_train,
+            "evaluate": cmd_evaluate, "predict": cmd_predict, "plot": cmd_plot}
 
 
 def main(argv=None) -> int:

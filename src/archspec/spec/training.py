@@ -128,6 +128,9 @@ class TrainingConfig(StrictModel):
     """`auto` uses bf16 autocast on CUDA when supported, full precision on CPU."""
     on_nonfinite: Literal["error", "skip"] = "error"
     """On a NaN/inf loss: stop with an error naming the head, or skip the step and count it."""
+    checkpoint_every: PositiveInt | None = None
+    """Also save the `last` checkpoint every N optimizer steps (it is always saved at each epoch end)."""
     early_stopping: EarlyStoppingConfig | None = None
+    """Stop when a validation metric stops improving (none by default: train all epochs)."""
     num_workers: NonNegInt = 0
     """Data loader worker processes."""

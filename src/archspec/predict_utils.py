@@ -1,0 +1,93 @@
+"""Turning model outputs into probabilities, labels and metrics (shared by train, evaluate, predict)."""
+
+from __future__ import annotations
+
+import torch
+
+from .checks import label_space, prediction_kind
+from .metrics import classification_metrics, recall_at_k, recall_ks, regression_metrics
+
+
+def to_probabilities(model, name: str, out: torch.Tensor) -> torch.Tensor:
+    """Probabilities of a classification prediction (or the values of a regression head)."""
+    kind = prediction_kind(model.checked.graph, name)
+    shape_kind = model.output_kinds[name]
+    if kind == "regression":
+        return out
+    if kind == "similarity":
+        return torch.sigmoid(out)
+    if shape_kind == "probs":
+        return out
+    return torch.softmax(out, dim=-1) if kind == "multiclass" else torch.sigmoid(out)
+
+
+def batches(n: int, batch_size: int, order: torch.Tensor | None = None):
+    idx = order if order is not None else torch.arange(n)
+    for start in range(0, n, batch_size):
+        yield idx[start:start + batch_size]
+
+
+def take(d: dict, idx: torch.Tensor) -> dict:
+    return {k: v[idx] for k, v in d.items()}
+
+
+@torch.no_grad()
+def run_model(model, inputs: dict, batch_size: int, device="cpu") -> dict:
+    """Every output of the model over a whole split, concatenated on CPU."""
+    model.eval()
+    n = len(next(iter(inputs.values())))
+    chunks: dict = {}
+    for idx in batches(n, batch_size):
+        out = model({k: v.to(device) for k, v in take(inputs, idx).items()})
+        for k, v in out.items():
+            chunks.setdefault(k, []).append(v.float().cpu())
+    return {k: torch.cat(v) for k, v in chunks.items()}
+
+
+def evaluate_outputs(model, outputs: dict, targets: dict, loss_fn=None) -> dict:
+    """Metrics of every prediction, keyed ``HEAD/METRIC``, plus per-head and total losses."""
+    g = model.checked.graph
+    result = {}
+    for name in model.predictions:
+        cfg = model.node_configs[name]
+        kind = prediction_kind(g, name)
+        names = cfg.resolved_metrics()
+        if g.is_late(name) and not names:
+            names = model.node_configs[cfg.inputs[0]].resolved_metrics()
+        out = outputs[name]
+        if kind == "similarity":
+            ks = recall_ks(names)
+            if ks:
+                head = model.node_module(name)
+                pair = head.pairwise(outputs[name + ".query"], outputs[name + ".candidate"])
+                result.update({f"{name}/{k}": v for k, v in recall_at_k(pair, ks).items()})
+            rest = [m for m in names if not m.startswith("recall@")]
+            if rest and name in targets:
+                m = classification_metrics("binary", torch.sigmoid(out), targets[name], rest)
+                result.update({f"{name}/{k}": v for k, v in m.items()})
+            continue
+        if name not in targets:
+            continue
+        if kind == "regression":
+            m = regression_metrics(out, targets[name], names)
+        else:
+            threshold = getattr(cfg, "threshold", None) or getattr(model.node_configs.get(
+                cfg.inputs[0]) if g.is_late(name) else cfg, "threshold", 0.5) or 0.5
+            m = classification_metrics(kind, to_probabilities(model, name, out), targets[name], names, threshold)
+        result.update({f"{name}/{k}": v for k, v in m.items()})
+    if loss_fn is not None:
+        with torch.no_grad():
+            total, per = loss_fn(outputs, targets)
+        result["loss"] = float(total)
+        result.update({f"{k}/loss": float(v) for k, v in per.items()})
+    return result
+
+
+def label_names(model, preprocessor, name: str):
+    space, _ = label_space(model.checked.graph, name)
+    if preprocessor is not None:
+        try:
+            return preprocessor.label_names(name)
+        except (KeyError, AttributeError):
+            pass
+    return space[2] if space else None

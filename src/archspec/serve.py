@@ -1,0 +1,120 @@
+"""Evaluate and predict with a trained run: its own spec, preprocessing and best weights."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from . import checkpoint as ckpt
+from .build import compile_loss, compile_spec
+from .checks import prediction_kind
+from .errors import CheckpointError, DataError
+from .pipeline import check_text
+from .predict_utils import evaluate_outputs, label_names, run_model, to_probabilities
+
+
+def load_run(run_dir, which: str = "best"):
+    """``(model, preprocessor, checked)`` of a run, with the ``best`` (else ``last``) weights."""
+    from .data import Preprocessor
+    from .train import RunPaths, _stored_base
+
+    run = RunPaths(Path(run_dir))
+    if not run.spec.is_file() or not run.checkpoints.is_dir():
+        raise CheckpointError(f"{run_dir} is not a trained run directory (no spec.yaml / checkpoints/)")
+    checked = check_text(run.spec.read_text(), str(run.spec), base_dir=_stored_base(run)).raise_for_errors()
+    pre = Preprocessor.load(run.preprocess, checked)
+    model = compile_spec(checked, preprocessor=pre)
+    name = which if ckpt.read_pointer(run.checkpoints, which, missing_ok=True) else "last"
+    try:
+        model.load_state_dict(ckpt.load_weights(run.checkpoints, name))
+    except RuntimeError as exc:
+        raise CheckpointError(f"checkpoint '{name}' of {run_dir} does not fit its spec: "
+                              f"{str(exc).splitlines()[0]}") from None
+    model.eval()
+    return model, pre, checked
+
+
+def _load_data(checked, pre, data_file, *, need_targets: bool):
+    from .data import preflight, read_table
+
+    path = Path(data_file)
+    if not path.is_file():
+        raise DataError(f"data file not found: {data_file}")
+    df = read_table(path)
+    preflight(checked, df, str(path), "evaluate" if need_targets else "predict", data_dir=path.resolve().parent,
+              targets=need_targets)
+    x, y = pre.transform(df, path.resolve().parent, targets=need_targets)
+    return df, x, y
+
+
+def evaluate(run_dir, data_file, batch_size: int = 256) -> dict:
+    """Metrics of a trained run on a labelled file, keyed ``HEAD/METRIC`` (plus losses)."""
+    model, pre, checked = load_run(run_dir)
+    _, x, y = _load_data(checked, pre, data_file, need_targets=True)
+    outputs = run_model(model, x, batch_size)
+    return evaluate_outputs(model, outputs, y, compile_loss(model))
+
+
+def predict(run_dir, data_file, out_file, batch_size: int = 256):
+    """Probabilities and labels of every prediction for every row, in the input's order.
+
+    Returns:
+        the written ``pandas.DataFrame``.
+    """
+    import pandas as pd
+
+    model, pre, checked = load_run(run_dir)
+    df, x, _ = _load_data(checked, pre, data_file, need_targets=False)
+    outputs = run_model(model, x, batch_size)
+    g = checked.graph
+    cols: dict = {}
+    for name in model.predictions:
+        kind = prediction_kind(g, name)
+        out = outputs[name]
+        if kind == "regression":
+            for j in range(out.shape[1]):
+                cols[f"{name}" if out.shape[1] == 1 else f"{name}.{j}"] = out[:, j].numpy()
+            continue
+        probs = to_probabilities(model, name, out)
+        names = label_names(model, pre, name)
+        cfg = model.node_configs[name]
+        if kind == "multiclass":
+            names = names or [str(i) for i in range(probs.shape[1])]
+            cols[name] = [names[i] for i in probs.argmax(1).tolist()]
+            for j, label in enumerate(names):
+                cols[f"{name}.prob.{label}"] = probs[:, j].numpy()
+        elif kind == "multilabel":
+            names = names or [str(i) for i in range(probs.shape[1])]
+            thr = getattr(cfg, "threshold", 0.5)
+            cols[name] = ["|".join(n for n, p in zip(names, row) if p > thr) for row in probs.tolist()]
+            for j, label in enumerate(names):
+                cols[f"{name}.prob.{label}"] = probs[:, j].numpy()
+        elif kind == "binary":
+            cols[name] = (probs > getattr(cfg, "threshold", 0.5)).long().numpy()
+            cols[f"{name}.prob"] = probs.numpy()
+        elif kind == "similarity":
+            cols[f"{name}.score"] = out.numpy()
+            cols[f"{name}.prob"] = torch.sigmoid(out).numpy()
+    result = pd.DataFrame(cols, index=df.index)
+    out_path = Path(out_file)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = out_path.suffix.lower()
+    if suffix == ".parquet":
+        result.to_parquet(out_path, index=False)
+    elif suffix in (".jsonl", ".ndjson"):
+        result.to_json(out_path, orient="records", lines=True)
+    else:
+        result.to_csv(out_path, index=False)
+    return result
+
+
+def format_metrics(metrics: dict) -> str:
+    rows = sorted(metrics.items())
+    w = max((len(k) for k, _ in rows), default=10)
+    return "\n".join(f"{k:<{w}}  {v:.4f}" for k, v in rows)
+
+
+def metrics_json(metrics: dict) -> str:
+    return json.dumps(metrics, indent=2, sort_keys=True)

@@ -1,0 +1,412 @@
+"""Stage 7: training. One loop that reads top to bottom (nanoGPT's train.py).
+
+setup → for each step: fetch → forward → loss → backward → clip → step → log → (evaluate,
+checkpoint at epoch ends) → final table. Runs resume exactly from their last checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from . import checkpoint as ckpt
+from .build import compile_loss, compile_spec
+from .errors import CheckpointError, TrainingError
+from .optim import lr_at, make_optimizer
+from .pipeline import Checked, check_file, check_text
+from .predict_utils import batches, evaluate_outputs, run_model, take
+from .progress import Progress
+
+
+@dataclass
+class RunPaths:
+    root: Path
+
+    @property
+    def spec(self) -> Path:
+        return self.root / "spec.yaml"
+
+    @property
+    def resolved(self) -> Path:
+        return self.root / "resolved_spec.json"
+
+    @property
+    def preprocess(self) -> Path:
+        return self.root / "preprocess"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.jsonl"
+
+
+def resolved_spec(checked: Checked) -> dict:
+    """The spec with every default filled in (what the run actually used)."""
+    return checked.spec.model_dump(mode="json", by_alias=True)
+
+
+def spec_changes(old: dict, new: dict, path: str = "") -> list[str]:
+    """Human-readable differences between two resolved specs."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for k in sorted(set(old) | set(new)):
+            p = f"{path}.{k}" if path else str(k)
+            if k not in old:
+                out.append(f"{p}: added")
+            elif k not in new:
+                out.append(f"{p}: removed")
+            else:
+                out += spec_changes(old[k], new[k], p)
+        return out
+    return [] if old == new else [f"{path}: {json.dumps(old)} → {json.dumps(new)}"]
+
+
+class _StopFlag:
+    """SIGINT/SIGTERM ask the loop to stop at the next step boundary (and save)."""
+
+    def __init__(self):
+        self.signal = None
+        self._old = {}
+
+    def __enter__(self):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._old[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread
+                pass
+        return self
+
+    def _handle(self, signum, frame):
+        if self.signal is not None:  # second signal: stop now
+            raise KeyboardInterrupt
+        self.signal = signum
+
+    def __exit__(self, *exc):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+def _dist():
+    """``(rank, world_size)``; initialises torch.distributed when launched by torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return dist.get_rank(), world
+
+
+def _device(rank: int) -> torch.device:
+    if torch.cuda.is_available():
+        local = int(os.environ.get("LOCAL_RANK", rank))
+        torch.cuda.set_device(local % torch.cuda.device_count())
+        return torch.device("cuda", local % torch.cuda.device_count())
+    return torch.device("cpu")
+
+
+def _autocast(cfg, device):
+    if device.type == "cuda" and cfg.mixed_precision != "off":
+        dtype = torch.float16 if cfg.mixed_precision == "fp16" else torch.bfloat16
+        return torch.autocast("cuda", dtype=dtype)
+    return torch.autocast("cpu", enabled=False)
+
+
+def _nonfinite_head(per_head: dict) -> str:
+    bad = [k for k, v in per_head.items() if not torch.isfinite(v).all()]
+    return ", ".join(bad) or "(total)"
+
+
+@dataclass
+class TrainResult:
+    """What :func:`fit` gives back: the run directory and the trained model (every rank has one)."""
+
+    run_dir: Path
+    model: torch.nn.Module
+    steps: int
+
+
+def train(spec_path=None, **kwargs) -> Path:
+    """Train a spec and write a run directory; returns the directory (see :func:`fit`)."""
+    return fit(spec_path, **kwargs).run_dir
+
+
+def fit(spec_path=None, *, data: str | None = None, out: str | None = None, resume: str | None = None,
+        max_steps: int | None = None, epochs: int | None = None, progress: bool | None = None,
+        plot: bool = False, log=print) -> TrainResult:
+    """Train a spec and write a run directory.
+
+    Args:
+        spec_path: the spec file (optional with ``resume``: the run's own spec is used).
+        data: training data file, overriding ``training.data.train``.
+        out: run directory (default ``runs/<name>``; must not hold another run unless resuming).
+        resume: a run directory to continue from its last checkpoint.
+        max_steps / epochs: override the spec (e.g. for quick checks).
+        progress: live progress bar; default: when stdout is a terminal.
+
+    Returns:
+        a :class:`TrainResult`.
+
+    Raises:
+        SpecError, DataError, CheckpointError, TrainingError; KeyboardInterrupt after a
+        SIGINT/SIGTERM stop (the last checkpoint is saved first).
+    """
+    from .data import Preprocessor, preflight, read_table, split_frame
+
+    rank, world = _dist()
+    is_main = rank == 0
+    say = log if is_main else (lambda *a, **k: None)
+
+    # --- setup: spec, run directory -----------------------------------------------------------
+    if resume is not None:
+        run = RunPaths(Path(resume))
+        if not run.resolved.is_file():
+            raise CheckpointError(f"{resume} is not a run directory (no resolved_spec.json)")
+        stored = json.loads(run.resolved.read_text())
+        if spec_path is not None:
+            checked = check_file(spec_path).raise_for_errors()
+            changes = spec_changes(stored, resolved_spec(checked))
+            if changes:
+                raise CheckpointError("refusing to resume: the spec changed since this run started:\n  "
+                                      + "\n  ".join(changes[:20]) + "\nstart a new run (--out) or undo the changes")
+        checked = check_text(run.spec.read_text(), str(run.spec), base_dir=_stored_base(run)).raise_for_errors()
+        source = _source(run)
+        data = data or source.get("data")  # the run keeps the data and overrides it started with
+        epochs = epochs or source.get("epochs")
+        max_steps = max_steps or source.get("max_steps")
+    else:
+        checked = check_file(spec_path).raise_for_errors()
+        name = checked.spec.name
+        run = RunPaths(Path(out) if out else Path("runs") / name)
+        if (run.checkpoints / "last.json").exists():
+            raise CheckpointError(f"{run.root} already holds a run; resume it with --resume {run.root} "
+                                  "or choose another --out")
+        if is_main:
+            run.root.mkdir(parents=True, exist_ok=True)
+            ckpt.atomic_write_bytes(run.spec, Path(spec_path).read_bytes())
+            ckpt.atomic_write_json(run.resolved, resolved_spec(checked))
+            ckpt.atomic_write_json(run.root / "source.json", {
+                "spec": str(Path(spec_path).resolve()), "base_dir": str(checked.base_dir),
+                "data": str(Path(data).resolve()) if data else None, "epochs": epochs, "max_steps": max_steps})
+            run.metrics.unlink(missing_ok=True)
+    spec, tcfg = checked.spec, checked.spec.training
+    total_epochs = epochs or tcfg.epochs
+    step_cap = max_steps or tcfg.max_steps
+
+    # --- data: read, check, split, fit preprocessing on the training split only ---------------
+    train_file = data or _data_path(checked, tcfg.data.train, "train")
+    df = read_table(train_file)
+    if tcfg.data.validation and not data:
+        val_file = _data_path(checked, tcfg.data.validation, "validation")
+        train_df, val_df = df, read_table(val_file)
+    else:
+        val_file = train_file
+        train_df, val_df = split_frame(df, tcfg.validation_split, tcfg.seed)
+    data_dir = Path(train_file).resolve().parent
+    preflight(checked, train_df, str(train_file), "train", data_dir=data_dir)
+    if val_df is not None and len(val_df):
+        preflight(checked, val_df, str(val_file), "validation", data_dir=Path(val_file).resolve().parent)
+    if resume is not None:
+        pre = Preprocessor.load(run.preprocess, checked)
+    else:
+        pre = Preprocessor.fit(checked, train_df, data_dir)
+        if is_main:
+            pre.save(run.preprocess)
+    x_train, y_train = pre.transform(train_df, data_dir)
+    x_val, y_val = pre.transform(val_df, Path(val_file).resolve().parent) if val_df is not None and len(val_df) \
+        else (None, None)
+
+    # --- model, loss, optimizer --------------------------------------------------------------
+    device = _device(rank)
+    model = compile_spec(checked, preprocessor=pre).to(device)
+    loss_fn = compile_loss(model)
+    ddp_model = model
+    if world > 1:
+        ddp_model = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=False)
+    opt = make_optimizer(tcfg.optimizer, model.parameters())
+    n = len(next(iter(x_train.values())))
+    per_rank = tcfg.batch_size // world
+    if per_rank * world != tcfg.batch_size:
+        raise TrainingError(f"batch_size {tcfg.batch_size} is not divisible by {world} processes")
+    batches_per_epoch = math.ceil(n / tcfg.batch_size) if world == 1 else n // tcfg.batch_size + (
+        n % tcfg.batch_size > 0 and (n % tcfg.batch_size) % world == 0)
+    steps_per_epoch = math.ceil(batches_per_epoch / tcfg.grad_accumulation)
+    total_steps = steps_per_epoch * total_epochs
+    if step_cap:
+        total_steps = min(total_steps, step_cap)
+
+    # --- resume state ----------------------------------------------------------------------
+    step, epoch, start_batch = 0, 0, 0
+    best, bad_epochs, skipped = None, 0, 0
+    if resume is not None and ckpt.read_pointer(run.checkpoints, "last", missing_ok=True):
+        weights, optim_sd, meta = ckpt.load_state(run.checkpoints, "last")
+        model.load_state_dict(weights)
+        opt.load_state_dict(optim_sd)
+        pos = meta["position"]
+        step, epoch, start_batch = pos["step"], pos["epoch"], pos["batch"]
+        best, bad_epochs, skipped = pos.get("best"), pos.get("bad_epochs", 0), pos.get("skipped", 0)
+        ckpt.restore_rng(meta["rng_tensors"], meta["rng"])
+        say(f"resumed {run.root} at epoch {epoch + 1}, step {step}")
+    else:
+        torch.manual_seed(tcfg.seed)
+    if is_main:
+        ckpt.prune(run.checkpoints) if run.checkpoints.exists() else None
+
+    es = tcfg.early_stopping
+    es_mode = None
+    if es is not None:
+        es_mode = es.mode if es.mode != "auto" else ("min" if es.metric.endswith(("loss", "mae", "rmse", "mse"))
+                                                     else "max")
+    show = Progress(enabled=(sys.stdout.isatty() if progress is None else progress) and is_main, log=say)
+    say(f"training {spec.name}: {n} rows, {batches_per_epoch} batches/epoch, {total_steps} steps, "
+        f"{sum(p.numel() for p in model.parameters() if p.requires_grad):,} trainable parameters, "
+        f"device {device}" + (f", {world} processes" if world > 1 else ""))
+
+    # --- the loop ------------------------------------------------------------------------------
+    def save(pointers=("last",)):
+        if is_main:
+            ckpt.save_checkpoint(run.checkpoints, step, model, opt, {
+                "step": step, "epoch": epoch, "batch": start_batch, "best": best,
+                "bad_epochs": bad_epochs, "skipped": skipped}, pointers)
+
+    stopped_by = None
+    lr = tcfg.optimizer.lr
+    running = 0.0
+    t0 = time.time()
+    with _StopFlag() as stop:
+        while epoch < total_epochs and step < total_steps:
+            model.train()
+            order = torch.randperm(n, generator=torch.Generator().manual_seed(tcfg.seed * 100_003 + epoch))
+            all_batches = list(batches(n, tcfg.batch_size, order))
+            if world > 1 and len(all_batches[-1]) % world:
+                all_batches.pop()  # every process needs an equal share of each batch
+            show.start_epoch(epoch + 1, total_epochs, len(all_batches))
+            running = 0.0
+            opt.zero_grad(set_to_none=True)
+            for b in range(start_batch, len(all_batches)):
+                idx = all_batches[b]
+                idx = idx[rank * len(idx) // world:(rank + 1) * len(idx) // world]  # this rank's share
+                lr = lr_at(step, tcfg.optimizer.lr, total_steps, tcfg.schedule)
+                for group in opt.param_groups:
+                    group["lr"] = lr
+                inputs = {k: v.to(device) for k, v in take(x_train, idx).items()}
+                targets = {k: v.to(device) for k, v in take(y_train, idx).items()}
+                with _autocast(tcfg, device):
+                    outputs = ddp_model(inputs)
+                    total, per_head = loss_fn(outputs, targets)
+                if not torch.isfinite(total):
+                    if tcfg.on_nonfinite == "error":
+                        raise TrainingError(f"non-finite loss at epoch {epoch + 1}, step {step}: head "
+                                            f"{_nonfinite_head(per_head)} — check the data for extreme values, "
+                                            "lower the learning rate, or set `on_nonfinite: skip`")
+                    skipped += 1
+                    opt.zero_grad(set_to_none=True)
+                    start_batch = b + 1
+                    continue
+                (total / tcfg.grad_accumulation).backward()
+                last_of_epoch = b == len(all_batches) - 1
+                if (b + 1) % tcfg.grad_accumulation == 0 or last_of_epoch:
+                    if tcfg.grad_clip:
+                        torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.grad_clip)
+                    opt.step()
+                    opt.zero_grad(set_to_none=True)
+                    step += 1
+                    start_batch = b + 1
+                    loss_value = float(total.detach())
+                    running = 0.9 * running + 0.1 * loss_value if running else loss_value
+                    show.update(b + 1, loss=running, lr=lr)
+                    if tcfg.checkpoint_every and step % tcfg.checkpoint_every == 0 and b + 1 < len(all_batches):
+                        save()
+                    if stop.signal is not None or step >= total_steps:
+                        break
+            if stop.signal is not None and start_batch < len(all_batches):
+                stopped_by = signal.Signals(stop.signal).name
+                save()
+                break
+            # --- end of epoch: evaluate, log, checkpoint, early stopping -------------------------
+            metrics = {}
+            if x_val is not None:
+                outputs = run_model(model, x_val, max(tcfg.batch_size, 256), device)
+                metrics = evaluate_outputs(model, outputs, {k: v for k, v in y_val.items()}, loss_fn)
+            record = {"epoch": epoch + 1, "step": step, "train_loss": running, "lr": lr,
+                      "time_s": round(time.time() - t0, 3), "skipped_steps": skipped,
+                      **{f"val/{k}": v for k, v in metrics.items()}}
+            if is_main:
+                with open(run.metrics, "a", encoding="utf-8") as fh:
+                    fh.write(json.dumps(record) + "\n")
+            show.end_epoch(record)
+            improved = False
+            key = None if es is None else ("loss" if es.metric == "loss" else es.metric)
+            current = metrics.get(key) if key else metrics.get("loss")
+            if current is not None and not (isinstance(current, float) and math.isnan(current)):
+                mode = es_mode or "min"
+                improved = best is None or (current < best - (es.min_delta if es else 0) if mode == "min"
+                                            else current > best + (es.min_delta if es else 0))
+            if start_batch >= len(all_batches):  # the epoch is complete (not cut short by max_steps)
+                epoch += 1
+                start_batch = 0
+            if improved:
+                best, bad_epochs = current, 0
+            else:
+                bad_epochs += 1
+            save(("last", "best") if improved or best is None else ("last",))
+            if es is not None and bad_epochs >= es.patience:
+                say(f"early stopping: {es.metric} has not improved for {es.patience} epochs")
+                break
+            if stop.signal is not None:
+                stopped_by = signal.Signals(stop.signal).name
+                break
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+    if is_main:
+        show.final_table(run.metrics)
+        if stopped_by:
+            say(f"stopped by {stopped_by} at step {step}; resume with: archspec train --resume {run.root}")
+        if plot:
+            from .plot import plot_run
+
+            say(f"learning curves: {plot_run(run.root)}")
+        say(f"run directory: {run.root}")
+    if stopped_by:
+        raise KeyboardInterrupt
+    return TrainResult(run.root, model, step)
+
+
+def _source(run: RunPaths) -> dict:
+    src = run.root / "source.json"
+    try:
+        return json.loads(src.read_text()) if src.is_file() else {}
+    except ValueError:
+        raise CheckpointError(f"{src} is corrupt") from None
+
+
+def _stored_base(run: RunPaths):
+    base = _source(run).get("base_dir")
+    return Path(base) if base else run.root
+
+
+def _data_path(checked: Checked, path: str | None, which: str) -> str:
+    from .errors import DataError
+
+    if not path:
+        raise DataError(f"no {which} data: give --data FILE or set training.data.{which} in the spec")
+    p = Path(path).expanduser()
+    if not p.is_absolute():
+        p = (checked.base_dir or Path.cwd()) / p
+    if not p.is_file():
+        raise DataError(f"{which} data file not found: {p} — prepare it (see docs/data.md) or give --data FILE")
+    return str(p)

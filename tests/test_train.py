@@ -1,0 +1,233 @@
+"""Training end to end: every shipped spec trains, evaluates and predicts; runs resume exactly."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from archspec import checkpoint as ckpt
+from archspec.errors import CheckpointError, TrainingError
+from archspec.pipeline import check_file
+from archspec.serve import evaluate, predict
+from archspec.train import fit, train
+
+from conftest import ROOT, SPECS
+from datagen import make_dataset
+
+PY = sys.executable
+ENV = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+
+SMALL_SPEC = """\
+archspec: 1
+name: small
+inputs:
+  x: {type: numeric, columns: [a, b, c, d]}
+encoders:
+  enc: {type: mlp, input: x, layers: [32, 16], dropout: 0.2}
+heads:
+  y: {type: multiclass, from: enc, classes: 3}
+  z: {type: regression, from: enc, loss: {type: mse, weight: 0.5}}
+training:
+  batch_size: 8
+  epochs: EPOCHS
+  validation_split: 0.25
+  seed: 7
+  checkpoint_every: 1
+"""
+
+
+def _small(tmp_path: Path, epochs: int = 6, n: int = 96, **subs) -> tuple[Path, Path]:
+    import numpy as np
+    import pandas as pd
+
+    text = SMALL_SPEC.replace("EPOCHS", str(epochs))
+    for k, v in subs.items():
+        text = text.replace(k, v)
+    spec = tmp_path / "small.yaml"
+    spec.write_text(text)
+    r = np.random.default_rng(0)
+    df = pd.DataFrame(r.normal(size=(n, 4)), columns=list("abcd"))
+    df["y"] = (df.a > 0).astype(int) + (df.b > 0.5).astype(int)
+    df["z"] = df.c * 2 + df.d
+    data = tmp_path / "data.csv"
+    df.to_csv(data, index=False)
+    return spec, data
+
+
+def _weights(run: Path) -> dict:
+    p = json.loads((run / "checkpoints" / "last.json").read_text())
+    return load_file(str(run / "checkpoints" / p["weights"]))
+
+
+def _assert_identical(a: dict, b: dict):
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("spec", SPECS, ids=[p.stem for p in SPECS])
+def test_every_spec_trains_evaluates_predicts(spec, tmp_path):
+    checked = check_file(spec)
+    data = make_dataset(checked, 24, tmp_path / "data")
+    run = train(spec, data=str(data), out=str(tmp_path / "run"), max_steps=2, epochs=2, progress=False,
+                log=lambda *a: None)
+    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert lines and lines[-1]["step"] == 2
+    metrics = evaluate(run, data)
+    assert "loss" in metrics and all(v == v for k, v in metrics.items() if k.endswith("loss"))
+    for name in checked.graph.predictions():
+        assert any(k.startswith(name + "/") for k in metrics), name
+    out = predict(run, data, tmp_path / "pred.csv")
+    assert len(out) == 24
+    assert (tmp_path / "pred.csv").is_file()
+
+
+def test_run_directory_contents_and_plot(tmp_path):
+    spec, data = _small(tmp_path, epochs=2)
+    run = train(spec, data=str(data), out=str(tmp_path / "run"), progress=False, plot=True, log=lambda *a: None)
+    resolved = json.loads((run / "resolved_spec.json").read_text())
+    assert resolved["training"]["optimizer"] == {"type": "adam", "lr": 0.001, "weight_decay": 0.0,
+                                                 "betas": [0.9, 0.999], "eps": 1e-7}
+    assert (run / "preprocess" / "preprocessor.json").is_file()
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2]
+    assert {"val/y/accuracy", "val/z/mae", "val/z/rmse", "val/loss"} <= rows[-1].keys()
+    assert (run / "learning_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    names = {p.name for p in (run / "checkpoints").iterdir()}
+    assert {"last.json", "best.json"} <= names
+    assert not [n for n in names if n.startswith(ckpt.TMP_PREFIX)]
+    # only the files the pointers name are kept
+    assert len([n for n in names if n.startswith("step-")]) <= 4
+
+
+def test_refuses_to_overwrite_a_run(tmp_path):
+    spec, data = _small(tmp_path, epochs=1)
+    train(spec, data=str(data), out=str(tmp_path / "run"), progress=False, log=lambda *a: None)
+    with pytest.raises(CheckpointError, match="already holds a run"):
+        train(spec, data=str(data), out=str(tmp_path / "run"), progress=False, log=lambda *a: None)
+
+
+def test_resume_with_changed_spec_is_refused(tmp_path):
+    spec, data = _small(tmp_path, epochs=1)
+    run = train(spec, data=str(data), out=str(tmp_path / "run"), progress=False, log=lambda *a: None)
+    changed = tmp_path / "changed.yaml"
+    changed.write_text(spec.read_text().replace("seed: 7", "seed: 8").replace("[32, 16]", "[32, 8]"))
+    with pytest.raises(CheckpointError) as e:
+        train(changed, data=str(data), resume=str(run), progress=False, log=lambda *a: None)
+    msg = str(e.value)
+    assert "training.seed: 7 → 8" in msg and "encoders.enc.layers" in msg
+
+
+def test_nonfinite_loss_error_names_the_head(tmp_path):
+    spec, data = _small(tmp_path, epochs=1)
+    import pandas as pd
+
+    df = pd.read_csv(data)
+    df["z"] = df["z"] * 1e25  # squares overflow float32: the regression loss becomes inf
+    df.to_csv(data, index=False)
+    with pytest.raises(TrainingError, match=r"non-finite loss .* head z"):
+        train(spec, data=str(data), out=str(tmp_path / "run"), progress=False, log=lambda *a: None)
+    spec.write_text(spec.read_text() + "  on_nonfinite: skip\n")
+    res = fit(spec, data=str(data), out=str(tmp_path / "run2"), progress=False, log=lambda *a: None)
+    rows = [json.loads(x) for x in (res.run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["skipped_steps"] == 9 and res.steps == 0
+    assert all(torch.isfinite(p).all() for p in res.model.parameters())
+
+
+def _train_cmd(*args):
+    return [PY, "-m", "archspec", "train", "--progress", "lines", *args]
+
+
+def _wait_for_step(run: Path, step: int, proc, timeout=120.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        p = ckpt.read_pointer(run / "checkpoints", "last", missing_ok=True) if (run / "checkpoints").is_dir() else None
+        if p and p["step"] >= step:
+            return
+        if proc.poll() is not None:
+            raise AssertionError(f"training ended early: {proc.stdout.read() if proc.stdout else ''}")
+        time.sleep(0.01)
+    raise AssertionError("training did not reach the step in time")
+
+
+@pytest.mark.integration
+def test_sigkill_then_resume_is_bit_identical(tmp_path):
+    spec, data = _small(tmp_path, epochs=6)
+    # reference: uninterrupted
+    ref = tmp_path / "ref"
+    subprocess.run(_train_cmd(str(spec), "--data", str(data), "--out", str(ref)), env=ENV, check=True,
+                   capture_output=True)
+    # killed at a random step (between checkpoints or in the middle of writing one), then resumed
+    run = tmp_path / "run"
+    kill_at = random.Random().randint(2, 40)
+    proc = subprocess.Popen(_train_cmd(str(spec), "--data", str(data), "--out", str(run)), env=ENV,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    _wait_for_step(run, kill_at, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    res = subprocess.run(_train_cmd("--resume", str(run)), env=ENV, capture_output=True, text=True)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "resumed" in res.stdout
+    _assert_identical(_weights(ref), _weights(run))
+
+
+@pytest.mark.integration
+def test_sigint_stops_at_a_step_boundary_and_saves(tmp_path):
+    spec, data = _small(tmp_path, epochs=6)
+    ref = tmp_path / "ref"
+    train(spec, data=str(data), out=str(ref), progress=False, log=lambda *a: None)
+    run = tmp_path / "run"
+    proc = subprocess.Popen(_train_cmd(str(spec), "--data", str(data), "--out", str(run)), env=ENV,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    _wait_for_step(run, 5, proc)
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, out
+    assert "resume with: archspec train --resume" in out
+    assert "Traceback" not in out
+    res = subprocess.run(_train_cmd("--resume", str(run)), env=ENV, capture_output=True, text=True)
+    assert res.returncode == 0, res.stdout + res.stderr
+    _assert_identical(_weights(ref), _weights(run))
+
+
+DDP_SCRIPT = """
+import sys, torch
+from archspec.train import fit
+torch.set_num_threads(1)
+res = fit(sys.argv[1], data=sys.argv[2], out=sys.argv[3], progress=False, log=lambda *a: None)
+import torch.distributed as dist
+from safetensors.torch import save_file
+save_file({k: v.contiguous() for k, v in res.model.state_dict().items()}, f"{sys.argv[3]}-rank{dist.get_rank()}.safetensors")
+"""
+
+
+@pytest.mark.integration
+def test_two_process_ddp_matches_single_process(tmp_path):
+    spec, data = _small(tmp_path, epochs=2, n=64)
+    spec.write_text(spec.read_text().replace("dropout: 0.2", "dropout: 0.0"))
+    script = tmp_path / "ddp.py"
+    script.write_text(textwrap.dedent(DDP_SCRIPT))
+    res = subprocess.run([PY, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", str(script),
+                          str(spec), str(data), str(tmp_path / "ddp")], env=ENV, capture_output=True, text=True,
+                         timeout=300)
+    assert res.returncode == 0, res.stdout + res.stderr
+    r0 = load_file(str(tmp_path / "ddp-rank0.safetensors"))
+    r1 = load_file(str(tmp_path / "ddp-rank1.safetensors"))
+    _assert_identical(r0, r1)  # DDP keeps both ranks in step
+    single = fit(spec, data=str(data), out=str(tmp_path / "single"), progress=False, log=lambda *a: None)
+    for k, v in single.model.state_dict().items():
+        torch.testing.assert_close(r0[k], v, rtol=1e-5, atol=1e-6)
+    # only rank 0 wrote the run directory
+    assert (tmp_path / "ddp" / "metrics.jsonl").read_text().count("\n") == 2
