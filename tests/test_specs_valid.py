@@ -26,3 +26,26 @@ def test_shipped_spec_has_schema_comment(spec_path):
 def test_committed_schema_matches_models():
     committed = json.loads((ROOT / "specs" / "archspec.schema.json").read_text())
     assert committed == json_schema(), "run `make schema` to regenerate specs/archspec.schema.json"
+
+
+def test_shipped_and_parity_specs_pass_the_committed_json_schema():
+    """What editors check (through the $schema comment) agrees with the checker."""
+    import jsonschema
+
+    from archspec.load import load_file
+
+    schema = json.loads((ROOT / "specs" / "archspec.schema.json").read_text())
+    jsonschema.Draft202012Validator.check_schema(schema)
+    validator = jsonschema.Draft202012Validator(schema)
+    for path in SPECS + sorted((ROOT / "tests" / "parity_specs").glob("*.yaml")):
+        data, _ = load_file(path)
+        assert [e.message for e in validator.iter_errors(data)] == [], path
+
+
+def test_late_fusion_metrics_default_to_first_member():
+    from archspec.pipeline import check_text
+
+    text = (ROOT / "specs" / "late_fusion.yaml").read_text().replace("    metrics: [accuracy, f1_macro]\n", "")
+    text += "  early_stopping: {metric: topic/accuracy}\n"
+    r = check_text(text, "late.yaml", base_dir=ROOT / "specs")
+    assert r.errors == []

@@ -139,6 +139,15 @@ def prediction_kind(g: Graph, name: str) -> str | None:
     return space[0] if space else None
 
 
+def prediction_metrics(g: Graph, name: str) -> list[str]:
+    """Metrics reported for a head or late fusion (a late fusion defaults to its first member's)."""
+    cfg = g.nodes[name]
+    names = cfg.resolved_metrics()
+    if not names and g.is_late(name) and cfg.inputs and cfg.inputs[0] in g.nodes and cfg.inputs[0] != name:
+        return prediction_metrics(g, cfg.inputs[0])
+    return names
+
+
 def check_losses(ctx: Context) -> None:
     """Each loss fits what its node outputs (logits vs probabilities, head kind) and its sizes."""
     g = ctx.graph
@@ -268,8 +277,8 @@ def check_training(ctx: Context) -> None:
     if head not in preds:
         ctx.report("E-REF", path, f"no head or late fusion named '{head}'",
                    did_you_mean(head, preds) or "write `HEAD/METRIC` or `loss`")
-    elif metric not in ("loss", *g.nodes[head].resolved_metrics()):
-        reported = ["loss", *g.nodes[head].resolved_metrics()]
+    elif metric not in ("loss", *prediction_metrics(g, head)):
+        reported = ["loss", *prediction_metrics(g, head)]
         near = did_you_mean(metric, reported)
         ctx.report("E-METRIC", path, f"'{head}' does not report '{metric}'",
                    (near + " " if near else "") + f"use one of: {', '.join(reported)}"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .checks import label_space, prediction_kind
+from .checks import label_space, prediction_kind, prediction_metrics
 from .metrics import classification_metrics, recall_at_k, recall_ks, regression_metrics
 
 
@@ -51,9 +51,7 @@ def evaluate_outputs(model, outputs: dict, targets: dict, loss_fn=None) -> dict:
     for name in model.predictions:
         cfg = model.node_configs[name]
         kind = prediction_kind(g, name)
-        names = cfg.resolved_metrics()
-        if g.is_late(name) and not names:
-            names = model.node_configs[cfg.inputs[0]].resolved_metrics()
+        names = prediction_metrics(g, name)
         out = outputs[name]
         if kind == "similarity":
             ks = recall_ks(names)

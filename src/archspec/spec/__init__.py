@@ -75,5 +75,5 @@ def json_schema() -> dict:
     schema = spec_model().model_json_schema(by_alias=True)
     schema = {"$schema": "https://json-schema.org/draft/2020-12/schema",
               "$id": "https://archspec.dev/schema/v1/archspec.schema.json",
-              "title": "archspec spec", **schema}
+              **schema, "title": "archspec spec"}
     return schema

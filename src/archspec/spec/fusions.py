@@ -10,7 +10,6 @@ from ..errors import ERROR, did_you_mean
 from ..registry import register_config
 from ..shapes import FEATURES, LOGITS, PROBS, Shape
 from .base import Layers, Name, Node, NonNegFloat, PositiveInt
-from .heads import _default_loss
 from .losses import LossConfig
 
 
@@ -80,14 +79,6 @@ class LateFusionConfig(FusionNode):
     """Metrics of the fused prediction; defaults to those of the first member."""
     accepts = frozenset({LOGITS, PROBS})
     kind: ClassVar[str] = "late"
-
-    @model_validator(mode="before")
-    @classmethod
-    def _fill_loss(cls, data):
-        if isinstance(data, dict) and isinstance(data.get("loss"), dict) and "type" not in data["loss"]:
-            probs = data.get("combine", "weighted_average") != "logit_average"
-            return _default_loss(data, "nll" if probs else "cross_entropy")
-        return data
 
     @property
     def output_kind(self) -> str:

@@ -16,14 +16,14 @@ Classes = PositiveInt | Annotated[list[Annotated[str, Field(min_length=1)]], Fie
 
 
 def _default_loss(data: Any, default: str) -> Any:
-    """Fill in the head's natural loss type when `loss` or its `type` is left out."""
-    if isinstance(data, dict):
-        loss = data.get("loss", None)
-        if "loss" not in data or loss is None:
-            data = {**data, "loss": {"type": default}}
-        elif isinstance(loss, dict) and "type" not in loss:
-            data = {**data, "loss": {"type": default, **loss}}
+    """Fill in the head's natural loss (weight 1) when `loss` is left out."""
+    if isinstance(data, dict) and data.get("loss") is None:
+        data = {**data, "loss": {"type": default}}
     return data
+
+
+def _no_default(schema: dict) -> None:
+    schema.pop("default", None)
 
 
 class HeadNode(Node, Layers):
@@ -36,8 +36,9 @@ class HeadNode(Node, Layers):
 
     target: Name | None = None
     """Data column with this head's labels; defaults to the head's name."""
-    loss: LossConfig
-    """This head's loss and its weight; defaults to the natural loss of the head type with weight 1."""
+    loss: LossConfig = Field(None, json_schema_extra=_no_default)
+    """This head's loss and its weight (`type` is required when given); left out, the head gets the
+    natural loss of its type with weight 1."""
     metrics: list[Annotated[str, Field(min_length=1, max_length=32)]] | None = None
     """Metrics reported for this head on the validation split (defaults depend on the head type)."""
     layers: list[PositiveInt] = []

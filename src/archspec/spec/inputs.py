@@ -29,7 +29,7 @@ class PretrainedTokenizerConfig(StrictModel):
     """The tokenizer of a pretrained model: a hub name or a local directory."""
 
     type: Literal["pretrained"] = "pretrained"
-    name: Name = Field(max_length=512)
+    name: Annotated[str, Field(min_length=1, max_length=4096)]
     """Hub model name (e.g. `bert-base-uncased`) or path to a local directory."""
 
 
