@@ -231,3 +231,28 @@ def test_two_process_ddp_matches_single_process(tmp_path):
         torch.testing.assert_close(r0[k], v, rtol=1e-5, atol=1e-6)
     # only rank 0 wrote the run directory
     assert (tmp_path / "ddp" / "metrics.jsonl").read_text().count("\n") == 2
+
+
+def test_evaluate_reports_trivial_baselines(tmp_path):
+    spec, data = _small(tmp_path, epochs=3)
+    run = train(spec, data=str(data), out=str(tmp_path / "run"), progress=False, log=lambda *a: None)
+    metrics, base = evaluate(run, data, baseline=True)
+    import pandas as pd
+
+    df = pd.read_csv(data)
+    # the majority-class baseline's accuracy is the majority share (of the evaluated file)
+    train_major = json.loads((run / "baseline.json").read_text())["y"]["prior"]
+    major = max(range(3), key=lambda c: train_major[c])
+    assert base["y/accuracy"] == pytest.approx((df["y"] == major).mean())
+    assert base["z/mae"] > metrics["z/mae"]  # the model beats the training mean
+    from archspec.cli import main
+
+    assert main(["evaluate", str(run), "--data", str(data), "--baseline"]) == 0
+
+
+def test_popularity_baseline_ranks_frequent_items_first():
+    from archspec.metrics import recall_at_k
+
+    pair = torch.tensor([[3.0, 1.0, 0.0], [3.0, 1.0, 0.0], [3.0, 1.0, 0.0]])
+    assert recall_at_k(pair, [1]) == {"recall@1": pytest.approx(1 / 3)}
+    assert recall_at_k(pair, [2]) == {"recall@2": pytest.approx(2 / 3)}

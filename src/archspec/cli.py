@@ -55,11 +55,20 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--data", metavar="FILE", required=True)
     e.add_argument("--format", choices=["text", "json"], default="text")
     e.add_argument("--out", metavar="FILE", help="also write the metrics as JSON here")
+    e.add_argument("--baseline", action="store_true",
+                   help="show trivial baselines (majority class, label frequency, popularity) next to the model")
 
     pr = sub.add_parser("predict", help="probabilities and labels per head for every row of a data file")
     pr.add_argument("run", metavar="RUN")
     pr.add_argument("--data", metavar="FILE", required=True)
     pr.add_argument("--out", metavar="FILE", required=True, help=".csv, .jsonl or .parquet")
+
+    d = sub.add_parser("data", help="prepare the bundled real data sets the example specs read")
+    dsub = d.add_subparsers(dest="data_command", metavar="ACTION")
+    dsub.add_parser("list", help="list the data sets")
+    dp = dsub.add_parser("prepare", help="write a data set's files under data/ (fixed split, reproducible)")
+    dp.add_argument("names", nargs="+", metavar="NAME", help="data set name, or 'all'")
+    dp.add_argument("--out", metavar="DIR", default="data", help="root folder (default: data)")
 
     pl = sub.add_parser("plot", help="draw a run's learning curves to a PNG")
     pl.add_argument("run", metavar="RUN")
@@ -151,12 +160,17 @@ def _launch_distributed(args) -> int:
 def cmd_evaluate(args) -> int:
     from .serve import evaluate, format_metrics, metrics_json
 
-    metrics = evaluate(args.run, args.data)
-    print(metrics_json(metrics) if args.format == "json" else format_metrics(metrics))
+    if args.baseline:
+        metrics, base = evaluate(args.run, args.data, baseline=True)
+        payload = {"model": metrics, "baseline": base}
+    else:
+        metrics, base = evaluate(args.run, args.data), None
+        payload = metrics
+    print(metrics_json(payload) if args.format == "json" else format_metrics(metrics, base))
     if args.out:
         from pathlib import Path
 
-        Path(args.out).write_text(metrics_json(metrics) + "\n")
+        Path(args.out).write_text(metrics_json(payload) + "\n")
     return EXIT_OK
 
 
@@ -168,6 +182,23 @@ def cmd_predict(args) -> int:
     return EXIT_OK
 
 
+def cmd_data(args) -> int:
+    from . import datasets
+
+    if args.data_command == "list":
+        for name, ds in datasets.DATASETS.items():
+            print(f"{name:14} {ds.summary}")
+        return EXIT_OK
+    if args.data_command == "prepare":
+        names = list(datasets.DATASETS) if args.names == ["all"] else args.names
+        for name in names:
+            for path in datasets.prepare(name, args.out):
+                print(path)
+        return EXIT_OK
+    print("archspec data: give an action: list or prepare", file=sys.stderr)
+    return EXIT_USAGE
+
+
 def cmd_plot(args) -> int:
     from .plot import plot_run
 
@@ -176,7 +207,7 @@ def cmd_plot(args) -> int:
 
 
 COMMANDS = {"validate": cmd_validate, "schema": cmd_schema, "build": cmd_build, "train": cmd_train,
-            "evaluate": cmd_evaluate, "predict": cmd_predict, "plot": cmd_plot}
+            "evaluate": cmd_evaluate, "predict": cmd_predict, "plot": cmd_plot, "data": cmd_data}
 
 
 def main(argv=None) -> int:

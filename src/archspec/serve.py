@@ -49,12 +49,24 @@ def _load_data(checked, pre, data_file, *, need_targets: bool):
     return df, x, y
 
 
-def evaluate(run_dir, data_file, batch_size: int = 256) -> dict:
-    """Metrics of a trained run on a labelled file, keyed ``HEAD/METRIC`` (plus losses)."""
+def evaluate(run_dir, data_file, batch_size: int = 256, baseline: bool = False):
+    """Metrics of a trained run on a labelled file, keyed ``HEAD/METRIC`` (plus losses).
+
+    With ``baseline=True`` returns ``(metrics, baseline_metrics)``: the trivial baselines of
+    :mod:`archspec.baselines` (fitted on the run's training split) on the same file.
+    """
     model, pre, checked = load_run(run_dir)
     _, x, y = _load_data(checked, pre, data_file, need_targets=True)
     outputs = run_model(model, x, batch_size)
-    return evaluate_outputs(model, outputs, y, compile_loss(model))
+    metrics = evaluate_outputs(model, outputs, y, compile_loss(model))
+    if not baseline:
+        return metrics
+    from .baselines import baseline_metrics
+
+    path = Path(run_dir) / "baseline.json"
+    if not path.is_file():
+        raise CheckpointError(f"{run_dir} has no baseline.json (trained by an older archspec)")
+    return metrics, baseline_metrics(model, json.loads(path.read_text()), x, y)
 
 
 def predict(run_dir, data_file, out_file, batch_size: int = 256):
@@ -110,10 +122,16 @@ def predict(run_dir, data_file, out_file, batch_size: int = 256):
     return result
 
 
-def format_metrics(metrics: dict) -> str:
+def format_metrics(metrics: dict, baseline: dict | None = None) -> str:
     rows = sorted(metrics.items())
     w = max((len(k) for k, _ in rows), default=10)
-    return "\n".join(f"{k:<{w}}  {v:.4f}" for k, v in rows)
+    if baseline is None:
+        return "\n".join(f"{k:<{w}}  {v:.4f}" for k, v in rows)
+    lines = [f"{'metric':<{w}}  {'model':>8}  {'baseline':>8}"]
+    for k, v in rows:
+        b = baseline.get(k)
+        lines.append(f"{k:<{w}}  {v:>8.4f}  " + (f"{b:>8.4f}" if b is not None else f"{'':>8}"))
+    return "\n".join(lines)
 
 
 def metrics_json(metrics: dict) -> str:

@@ -231,6 +231,10 @@ def fit(spec_path=None, *, data: str | None = None, out: str | None = None, resu
     # --- model, loss, optimizer --------------------------------------------------------------
     device = _device(rank)
     model = compile_spec(checked, preprocessor=pre).to(device)
+    if is_main and resume is None:
+        from .baselines import fit_baseline
+
+        ckpt.atomic_write_json(run.root / "baseline.json", fit_baseline(model, x_train, y_train))
     loss_fn = compile_loss(model)
     ddp_model = model
     if world > 1:
