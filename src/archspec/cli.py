@@ -62,6 +62,7 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("run", metavar="RUN")
     pr.add_argument("--data", metavar="FILE", required=True)
     pr.add_argument("--out", metavar="FILE", required=True, help=".csv, .jsonl or .parquet")
+    pr.add_argument("--show", type=int, default=0, metavar="N", help="also print the first N predictions")
 
     d = sub.add_parser("data", help="prepare the bundled real data sets the example specs read")
     dsub = d.add_subparsers(dest="data_command", metavar="ACTION")
@@ -179,6 +180,10 @@ def cmd_predict(args) -> int:
 
     df = predict(args.run, args.data, args.out)
     print(f"wrote {len(df)} rows × {len(df.columns)} columns to {args.out}")
+    if args.show > 0:
+        from .serve import show_predictions
+
+        print(show_predictions(args.run, args.data, df, args.show))
     return EXIT_OK
 
 

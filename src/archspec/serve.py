@@ -136,3 +136,30 @@ def format_metrics(metrics: dict, baseline: dict | None = None) -> str:
 
 def metrics_json(metrics: dict) -> str:
     return json.dumps(metrics, indent=2, sort_keys=True)
+
+
+def show_predictions(run_dir, data_file, predictions, n: int) -> str:
+    """The first ``n`` rows: the text inputs (shortened), each prediction and, where the file has
+    it, the true label."""
+    from .data import read_table
+
+    model, pre, checked = load_run(run_dir)
+    df = read_table(data_file).head(n)
+    g = checked.graph
+    lines = []
+    for i in range(min(n, len(df))):
+        row = df.iloc[i]
+        texts = [str(row[cfg.column]) for cfg in checked.spec.inputs.values()
+                 if cfg.type == "text" and cfg.column in df.columns]
+        head = " | ".join(t if len(t) <= 70 else t[:67] + "..." for t in texts) or f"row {i + 1}"
+        lines.append(f"[{i + 1}] {head}")
+        for name in model.predictions:
+            if name not in predictions.columns:
+                continue
+            cfg = g.nodes[name]
+            column = getattr(cfg, "target", None) or name
+            if g.is_late(name) and column == name and cfg.inputs:
+                column = getattr(g.nodes[cfg.inputs[0]], "target", None) or column
+            truth = f"   (true: {row[column]})" if column in df.columns else ""
+            lines.append(f"      {name:<16} {predictions.iloc[i][name]}{truth}")
+    return "\n".join(lines)
