@@ -256,3 +256,17 @@ def test_popularity_baseline_ranks_frequent_items_first():
     pair = torch.tensor([[3.0, 1.0, 0.0], [3.0, 1.0, 0.0], [3.0, 1.0, 0.0]])
     assert recall_at_k(pair, [1]) == {"recall@1": pytest.approx(1 / 3)}
     assert recall_at_k(pair, [2]) == {"recall@2": pytest.approx(2 / 3)}
+
+
+def test_early_stopping_stops_when_the_metric_stalls(tmp_path):
+    spec, data = _small(tmp_path, epochs=8)
+    text = spec.read_text().replace("  checkpoint_every: 1\n", "  optimizer: {type: sgd, lr: 1.0e-12}\n"
+                                    "  early_stopping: {metric: y/accuracy, patience: 2}\n")
+    spec.write_text(text)
+    logs = []
+    run = train(spec, data=str(data), out=str(tmp_path / "run"), progress=False, log=logs.append)
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 3  # best at epoch 1, no improvement in 2 and 3
+    assert any("early stopping: y/accuracy has not improved for 2 epochs" in str(m) for m in logs)
+    best = json.loads((run / "checkpoints" / "best.json").read_text())
+    assert best["step"] == rows[0]["step"]
