@@ -106,9 +106,9 @@ class TwoTower(nn.Module):
 
     @staticmethod
     def state_map():
-        return [("encoders.user_embedding.net.0.", "user1."), ("encoders.user_embedding.net.2.", "user2."),
-                ("encoders.user_embedding.net.4.", "user3."), ("encoders.item_embedding.net.0.", "item1."),
-                ("encoders.item_embedding.net.2.", "item2."), ("encoders.item_embedding.net.4.", "item3.")]
+        return [("encoders.user_embedding.0.", "user1."), ("encoders.user_embedding.2.", "user2."),
+                ("encoders.user_embedding.4.", "user3."), ("encoders.item_embedding.0.", "item1."),
+                ("encoders.item_embedding.2.", "item2."), ("encoders.item_embedding.4.", "item3.")]
 
     @classmethod
     def from_spec(cls, spec: dict) -> "TwoTower":
@@ -132,7 +132,7 @@ class TwoTowerSequential(TwoTower):
 
     @staticmethod
     def state_map():
-        return [("encoders.user_embedding.net.", "user_tower."), ("encoders.item_embedding.net.", "item_tower.")]
+        return [("encoders.user_embedding.", "user_tower."), ("encoders.item_embedding.", "item_tower.")]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -201,7 +201,7 @@ class LateFusion(nn.Module):
     @staticmethod
     def state_map():
         return [("encoders.text_model.model.", "text_bert."), ("heads.text_pred.out.", "text_out."),
-                ("encoders.tabular_model.net.0.", "tab1."), ("encoders.tabular_model.net.2.", "tab2."),
+                ("encoders.tabular_model.0.", "tab1."), ("encoders.tabular_model.2.", "tab2."),
                 ("heads.tabular_pred.out.", "tab_out."), ("fusions.final_pred.weights", None)]
 
     @classmethod
@@ -255,7 +255,7 @@ class HybridFusion(nn.Module):
     def state_map():
         return [("encoders.frame_model.features.0.", "conv1."), ("encoders.frame_model.features.1.", "bn1."),
                 ("encoders.frame_model.features.4.", "conv2."), ("encoders.frame_model.features.5.", "bn2."),
-                ("encoders.audio_model.net.0.", "audio."), ("fusions.audiovisual_features.dense.0.", "fuse."),
+                ("encoders.audio_model.0.", "audio."), ("fusions.audiovisual_features.dense.0.", "fuse."),
                 ("heads.audiovisual_pred.out.", "av_out."),
                 ("encoders.caption_model.embedding.", "caption_embedding."),
                 ("heads.caption_pred.out.", "caption_out."),
@@ -301,7 +301,7 @@ class MultiLabelEarlyFusion(nn.Module):
     @staticmethod
     def state_map():
         return [("encoders.image_encoder.body.", "image_encoder."), ("encoders.bert_model.model.", "bert."),
-                ("encoders.tabular_features.net.0.", "tabular."), ("fusions.combined_features.dense.0.", "dense."),
+                ("encoders.tabular_features.0.", "tabular."), ("fusions.combined_features.dense.0.", "dense."),
                 ("heads.multi_label_output.out.", "out.")]
 
     @classmethod

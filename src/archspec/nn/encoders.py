@@ -13,13 +13,13 @@ from ..registry import register_builder
 from .layers import activation, dense_stack, masked_pool
 
 
-class MLP(nn.Module):
-    def __init__(self, in_width: int, widths: list[int], act: str, dropout: float, norm: str, activate_last: bool):
-        super().__init__()
-        self.net, self.out_width = dense_stack(in_width, widths, act, dropout, norm, activate_last)
+class MLP(nn.Sequential):
+    """Dense layers `(B, D_in) -> (B, D_out)`; a plain Sequential, so no extra module call per step."""
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, D_in) -> (B, D_out)
-        return self.net(x)
+    def __init__(self, in_width: int, widths: list[int], act: str, dropout: float, norm: str, activate_last: bool):
+        stack, self_width = dense_stack(in_width, widths, act, dropout, norm, activate_last)
+        super().__init__(*stack)
+        self.out_width = self_width
 
 
 @register_builder("encoder", "mlp")

@@ -21,7 +21,7 @@ class Classifier(nn.Module):
         self.squeeze = squeeze
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, D) -> (B, C), or (B,) for binary
-        y = self.out(self.hidden(x))
+        y = self.out(self.hidden(x) if len(self.hidden) else x)
         return y.squeeze(-1) if self.squeeze else y
 
 

@@ -14,7 +14,7 @@ class CompiledModel(nn.Module):
     """An ``nn.Module`` compiled from a spec.
 
     Submodules live in ``encoders``, ``fusions`` and ``heads`` (``nn.ModuleDict``) under their node
-    names, so ``state_dict()`` keys read like the spec (``encoders.user_tower.net.0.weight``).
+    names, so ``state_dict()`` keys read like the spec (``encoders.user_tower.0.weight``).
 
     ``forward(batch)`` takes a dict of input tensors keyed by input node name (text inputs also
     ``"<name>.mask"``) and returns a dict with every prediction's output keyed by node name
