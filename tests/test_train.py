@@ -231,6 +231,12 @@ def test_two_process_ddp_matches_single_process(tmp_path):
         torch.testing.assert_close(r0[k], v, rtol=1e-5, atol=1e-6)
     # only rank 0 wrote the run directory
     assert (tmp_path / "ddp" / "metrics.jsonl").read_text().count("\n") == 2
+    # the CLI launcher (`archspec train --nproc-per-node 2`) runs the same thing under torchrun
+    cli = subprocess.run(_train_cmd(str(spec), "--data", str(data), "--out", str(tmp_path / "cli"),
+                                    "--nproc-per-node", "2"), env=ENV, capture_output=True, text=True, timeout=300)
+    assert cli.returncode == 0, cli.stdout + cli.stderr
+    assert "2 processes" in cli.stdout
+    _assert_identical(_weights(tmp_path / "cli"), r0)
 
 
 def test_evaluate_reports_trivial_baselines(tmp_path):
