@@ -276,3 +276,22 @@ def test_early_stopping_stops_when_the_metric_stalls(tmp_path):
     assert any("early stopping: y/accuracy has not improved for 2 epochs" in str(m) for m in logs)
     best = json.loads((run / "checkpoints" / "best.json").read_text())
     assert best["step"] == rows[0]["step"]
+
+
+def test_build_exports_a_trained_run(tmp_path):
+    """`archspec build RUN --export ...` ships the trained weights, not a fresh initialisation."""
+    from archspec.cli import main
+    from archspec.serve import load_run
+
+    spec, data = _small(tmp_path, epochs=2)
+    run = train(spec, data=str(data), out=str(tmp_path / "run"), progress=False, log=lambda *a: None)
+    assert main(["build", str(run), "--export", "torchscript", "--out", str(tmp_path / "exp")]) == 0
+    model, _, _ = load_run(run)
+    manifest = json.loads((tmp_path / "exp" / "small.export.json").read_text())
+    scripted = torch.jit.load(str(tmp_path / "exp" / manifest["files"]["torchscript"]))
+    batch = model.example_batch(5, seed=3)
+    keys = [i["name"] for i in manifest["inputs"]]
+    got = scripted(*[batch[k] for k in keys])
+    want = model(batch)
+    for out, spec_out in zip(got, manifest["outputs"]):
+        torch.testing.assert_close(out, want[spec_out["name"]])

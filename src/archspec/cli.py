@@ -30,7 +30,7 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("schema", help="print the JSON Schema (draft 2020-12) of the spec language")
 
     b = sub.add_parser("build", help="compile a spec into an nn.Module and summarise it")
-    b.add_argument("file", metavar="SPEC")
+    b.add_argument("file", metavar="SPEC", help="a spec file, or a run directory (its trained weights)")
     b.add_argument("--format", choices=["text", "json"], default="text")
     b.add_argument("--graph", choices=["mermaid", "dot"], help="print a diagram of the graph instead")
     b.add_argument("--export", choices=["torchscript", "onnx", "torch_export"], action="append",
@@ -191,8 +191,9 @@ def cmd_data(args) -> int:
     from . import datasets
 
     if args.data_command == "list":
+        width = max(len(name) for name in datasets.DATASETS)
         for name, ds in datasets.DATASETS.items():
-            print(f"{name:14} {ds.summary}")
+            print(f"{name:{width}}  {ds.summary}")
         return EXIT_OK
     if args.data_command == "prepare":
         names = list(datasets.DATASETS) if args.names == ["all"] else args.names

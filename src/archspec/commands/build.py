@@ -152,7 +152,13 @@ def run_build(args) -> int:
     if args.export and not args.out:
         print("archspec build: --export needs --out DIR", file=sys.stderr)
         return EXIT_USAGE
-    checked = check_file(args.file)
+    trained = None
+    if Path(args.file).is_dir():  # a run directory: its own spec and trained weights
+        from ..serve import load_run
+
+        trained, _, checked = load_run(args.file)
+    else:
+        checked = check_file(args.file)
     if not checked.ok():
         _print_invalid(checked, args.format)
         return EXIT_INVALID
@@ -176,7 +182,7 @@ def run_build(args) -> int:
 
     from ..build import compile_spec
 
-    model = compile_spec(checked)
+    model = trained if trained is not None else compile_spec(checked)
     summary = summarize(model)
     show = not args.graph
     if show and args.format == "text":
