@@ -79,14 +79,14 @@ def test_summary_json_matches_the_model(capsys):
     assert [n["name"] for n in data["nodes"]] == model.checked.graph.order
     by_name = {n["name"]: n for n in data["nodes"]}
     assert by_name["text_model"]["shape"] == ["B", 128] and by_name["text_model"]["type"] == "transformer"
-    assert by_name["topic"] == {**by_name["topic"], "section": "fusions", "kind": "probs",
-                                "inputs": ["text_topic", "tabular_topic"], "shape": ["B", 3]}
+    assert by_name["reception"] == {**by_name["reception"], "section": "fusions", "kind": "probs",
+                                    "inputs": ["text_reception", "tabular_reception"], "shape": ["B", 3]}
     totals = data["totals"]
     assert totals["params"] == sum(p.numel() for p in model.parameters())
     assert totals["params"] == sum(n["trainable"] + n["frozen"] for n in data["nodes"])
     assert totals["trainable"] + totals["frozen"] == totals["params"]
     assert totals["size_mb"] == pytest.approx(totals["params"] * 4 / 2**20, abs=1e-3)
-    assert data["predictions"] == ["text_topic", "tabular_topic", "topic"]
+    assert data["predictions"] == ["text_reception", "tabular_reception", "reception"]
 
 
 def test_frozen_parameters_are_counted_apart(tmp_path, capsys):
@@ -113,9 +113,9 @@ def test_rich_rendering(capsys):
     buf = io.StringIO()
     render_rich(summarize(compile_spec(TOWER)), Console(file=buf, width=160))
     text = buf.getvalue()
-    for name in ("user_features", "user_tower", "item_tower", "match", "(B, 32) features", "10,976"):
+    for name in ("user_features", "user_tower", "item_tower", "match", "(B, 32) features", "11,616"):
         assert name in text
-    assert "Total params:     22,082" in text
+    assert "Total params:     23,106" in text
 
 
 # ----------------------------------------------------------------------------------------- errors
@@ -200,12 +200,12 @@ def test_mermaid_has_every_node_and_edge(spec_path, capsys):
 def test_mermaid_section_outlines_and_late_edges(capsys):
     rc, out, _ = build(capsys, LATE, "--graph", "mermaid")
     assert rc == 0
-    assert 'n_article[/"article<br/>text<br/>(B, 128) tokens"/]' in out
+    assert 'n_film_text[/"film_text<br/>text<br/>(B, 48) tokens"/]' in out
     assert 'n_text_model["text_model<br/>transformer<br/>(B, 128) features"]' in out
-    assert 'n_topic{{"topic<br/>late<br/>(B, 3) probs"}}' in out
-    assert 'n_text_topic(["text_topic<br/>multiclass<br/>(B, 3) logits"])' in out
-    assert "n_text_model --> n_text_topic" in out
-    assert "n_text_topic -.-> n_topic" in out and "n_tabular_topic -.-> n_topic" in out
+    assert 'n_reception{{"reception<br/>late<br/>(B, 3) probs"}}' in out
+    assert 'n_text_reception(["text_reception<br/>multiclass<br/>(B, 3) logits"])' in out
+    assert "n_text_model --> n_text_reception" in out
+    assert "n_text_reception -.-> n_reception" in out and "n_tabular_reception -.-> n_reception" in out
 
 
 def test_dot_is_plausible(spec_path, capsys):

@@ -55,7 +55,7 @@ def test_datagen_formats(fmt, tmp_path):
     df = read_table(path)
     preflight(checked, df, path)
     inputs, _ = Preprocessor.fit(checked, df, path.parent).transform(df, path.parent)
-    assert inputs["audio"].shape == (6, 128) and inputs["frame"].shape == (6, 3, 64, 64)
+    assert inputs["pixels8"].shape == (6, 64) and inputs["image"].shape == (6, 1, 28, 28)
 
 
 MODULES = ["problems", "tables", "columns", "convert", "preflight", "text", "preprocess", "loader"]

@@ -101,15 +101,15 @@ def test_manifest_describes_inputs_and_outputs(exported):
         assert (out / file).is_file(), file
     outputs = {o["name"]: o for o in m["outputs"]}
     if name == "multitask_classifier":
-        assert m["inputs"][1] == {"name": "review.mask", "dtype": "int64", "shape": ["batch", 128],
+        assert m["inputs"][1] == {"name": "film.mask", "dtype": "int64", "shape": ["batch", 64],
                                   "kind": "attention_mask"}
-        assert outputs["sentiment"]["labels"] == ["negative", "neutral", "positive"]
-        assert outputs["sentiment"]["activation"] == "softmax" and outputs["category"]["labels"] == 5
-        assert outputs["tags"]["kind"] == "logits" and outputs["tags"]["activation"] == "sigmoid"
+        assert outputs["reception"]["labels"] == ["rotten", "fresh", "acclaimed"]
+        assert outputs["reception"]["activation"] == "softmax" and len(outputs["decade"]["labels"]) == 8
+        assert outputs["genres"]["kind"] == "logits" and outputs["genres"]["activation"] == "sigmoid"
     if name == "late_fusion":
-        assert outputs["topic"]["kind"] == "probs" and outputs["topic"]["activation"] is None
-        assert outputs["topic"]["labels"] == ["politics", "sport", "tech"]
-        assert outputs["text_topic"]["kind"] == "logits"
+        assert outputs["reception"]["kind"] == "probs" and outputs["reception"]["activation"] is None
+        assert outputs["reception"]["labels"] == ["rotten", "fresh", "acclaimed"]
+        assert outputs["text_reception"]["kind"] == "logits"
     if name == "two_tower":
         assert outputs["match"]["kind"] == "score" and outputs["match.query"]["kind"] == "embedding"
 
@@ -178,14 +178,14 @@ def test_contrastive_towers_read_only_their_inputs(tmp_path):
     result = ex.export(model, tmp_path, ["torch_export"])
     sim = result.manifest["similarity"]["retrieval"]
     assert [i["name"] for i in sim["query"]["inputs"]] == ["user_id", "user_features"]
-    assert [i["name"] for i in sim["candidate"]["inputs"]] == ["item_id", "item_text", "item_text.mask"]
+    assert [i["name"] for i in sim["candidate"]["inputs"]] == ["movie_id", "movie_title", "movie_title.mask"]
     assert sim["temperature"] == 0.05 and "scale" not in sim
     model.eval()
     batch = _batch(model, 5, seed=2)
     (c,) = ex.load(tmp_path / sim["candidate"]["files"]["torch_export"])(
         *(batch[i["name"]] for i in sim["candidate"]["inputs"]))
     with torch.no_grad():
-        torch.testing.assert_close(c, model.encode(batch, "item_side"), **TOL)
+        torch.testing.assert_close(c, model.encode(batch, "movie_side"), **TOL)
 
 
 def test_a_tower_that_is_an_input_and_an_unused_input(tmp_path):
@@ -238,7 +238,7 @@ def test_cli_exports_and_lists_the_files(tmp_path, capsys):
     assert data["exports"]["manifest"] == str(manifest) and manifest.is_file()
     names = sorted(p.rsplit("/", 1)[1] for p in data["exports"]["files"])
     assert names == ["two_tower.match.candidate.pt2", "two_tower.match.query.pt2", "two_tower.pt2"]
-    (score, q, c) = ex.load(tmp_path / "two_tower.pt2")(torch.randn(1, 4), torch.randn(1, 5))
+    (score, q, c) = ex.load(tmp_path / "two_tower.pt2")(torch.randn(1, 8), torch.randn(1, 9))
     assert score.shape == (1,) and q.shape == c.shape == (1, 32)
 
 

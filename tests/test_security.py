@@ -153,13 +153,13 @@ def test_yaml_1_2_scalars_in_a_spec():
 
 
 def test_norway_problem_a_country_code_stays_text():
-    text = VALID.replace("columns: [user_age,", "columns: [no, user_age,")
+    text = VALID.replace("columns: [user_ratings_log,", "columns: [no, user_ratings_log,")
     result = check_text(text)
     assert result.ok()
     assert result.spec.inputs["user_features"].columns[0] == "no"
 
 
 def test_learning_rate_in_exponent_notation_is_a_number():
-    text = VALID.replace("  batch_size: 32", "  optimizer: {type: adam, lr: 1e-3}\n  batch_size: 32")
+    text = VALID.replace("  batch_size: 256", "  optimizer: {type: adam, lr: 1e-3}\n  batch_size: 256")
     result = check_text(text)
     assert result.ok() and result.spec.training.optimizer.lr == 0.001

@@ -116,5 +116,5 @@ def test_late_fusion_independent_members_get_no_gradient_from_the_fusion(built):
 
     model = built(ROOT / "specs" / "late_fusion.yaml")
     out = model(model.example_batch(B, seed=3))
-    assert out["text_topic"].requires_grad and out["tabular_topic"].requires_grad
-    assert not out["topic"].requires_grad  # no path from the fused prediction back to any parameter
+    assert out["text_reception"].requires_grad and out["tabular_reception"].requires_grad
+    assert not out["reception"].requires_grad  # no path from the fused prediction back to any parameter

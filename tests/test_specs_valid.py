@@ -46,6 +46,6 @@ def test_late_fusion_metrics_default_to_first_member():
     from archspec.pipeline import check_text
 
     text = (ROOT / "specs" / "late_fusion.yaml").read_text().replace("    metrics: [accuracy, f1_macro]\n", "")
-    text += "  early_stopping: {metric: topic/accuracy}\n"
+    text += "  early_stopping: {metric: reception/accuracy}\n"
     r = check_text(text, "late.yaml", base_dir=ROOT / "specs")
     assert r.errors == []
