@@ -94,8 +94,10 @@ class LateFusionConfig(FusionNode):
                 ctx.report("E-LATE-WEIGHTS", ("weights",), f"`{self.combine}` does not take fixed weights",
                            "use `combine: weighted_average` for fixed weights, or drop `weights`")
             elif abs(sum(w) - 1.0) > 1e-6:
-                ctx.report("E-LATE-WEIGHTS", ("weights",), f"weights sum to {sum(w):g}, not 1: the fused "
-                           "probabilities would not sum to 1", "rescale them to sum to 1")
+                what = ("the fused logits would be rescaled" if self.combine == "logit_average"
+                        else "the fused probabilities would not sum to 1")
+                ctx.report("E-LATE-WEIGHTS", ("weights",), f"weights sum to {sum(w):g}, not 1: {what}",
+                           "rescale them to sum to 1")
         if self.combine == "hard_vote" and self.loss is not None:
             ctx.report("E-LATE-LOSS", ("loss",), "a hard vote is not differentiable and cannot be trained",
                        "remove `loss`, or use `weighted_average` / `soft_vote`")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, Union
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from ..registry import register_config
 from .base import NonNegFloat, NonNegInt, PositiveFloat, PositiveInt, Probability, StrictModel
@@ -57,7 +57,15 @@ class SGDConfig(OptimizerBase):
     type: Literal["sgd"]
     lr: PositiveFloat = 0.01
     momentum: Probability = 0.0
+    """Momentum factor (0 = plain SGD)."""
     nesterov: bool = False
+    """Nesterov momentum (needs `momentum` > 0)."""
+
+    @model_validator(mode="after")
+    def _nesterov_needs_momentum(self):
+        if self.nesterov and self.momentum == 0:
+            raise ValueError("`nesterov: true` needs `momentum` > 0")
+        return self
 
 
 OptimizerConfig = Annotated[Union[AdamConfig, AdamWConfig, SGDConfig], Field(discriminator="type")]
@@ -113,7 +121,10 @@ class TrainingConfig(StrictModel):
     optimizer: OptimizerConfig = AdamConfig(type="adam")
     schedule: ScheduleConfig = ConstantScheduleConfig(type="constant")
     batch_size: Annotated[int, Field(gt=0, le=1_000_000, strict=True)] = 32
+    """Rows per forward pass (all processes together); with `grad_accumulation: N` one optimizer
+    step sees N × batch_size rows."""
     epochs: Annotated[int, Field(gt=0, le=100_000, strict=True)] = 10
+    """Passes over the training split."""
     max_steps: PositiveInt | None = None
     """Stop after this many optimizer steps (overrides `epochs` when reached first)."""
     validation_split: Probability = 0.2
