@@ -295,3 +295,27 @@ def test_build_exports_a_trained_run(tmp_path):
     want = model(batch)
     for out, spec_out in zip(got, manifest["outputs"]):
         torch.testing.assert_close(out, want[spec_out["name"]])
+
+
+def test_gradient_accumulation_equals_the_larger_batch(tmp_path):
+    """2 micro-batches of 8 per step train exactly like batches of 16 (no dropout)."""
+    spec, data = _small(tmp_path, epochs=2)
+    base = spec.read_text().replace("dropout: 0.2", "dropout: 0.0").replace("  checkpoint_every: 1\n", "")
+    spec.write_text(base.replace("batch_size: 8", "batch_size: 8\n  grad_accumulation: 2"))
+    acc = fit(spec, data=str(data), out=str(tmp_path / "acc"), progress=False, log=lambda *a: None)
+    spec.write_text(base.replace("batch_size: 8", "batch_size: 16"))
+    big = fit(spec, data=str(data), out=str(tmp_path / "big"), progress=False, log=lambda *a: None)
+    assert acc.steps == big.steps == 10  # 72 training rows: 5 steps per epoch
+    for k, v in big.model.state_dict().items():
+        torch.testing.assert_close(acc.model.state_dict()[k], v, rtol=1e-5, atol=1e-6)
+
+
+def test_resume_cleans_stale_temp_files(tmp_path):
+    spec, data = _small(tmp_path, epochs=1)
+    run = train(spec, data=str(data), out=str(tmp_path / "run"), progress=False, log=lambda *a: None)
+    stale = run / "checkpoints" / (ckpt.TMP_PREFIX + "half-written")
+    stale.write_bytes(b"\0" * 10)
+    orphan = run / "checkpoints" / "step-00000999.safetensors"  # written, but no pointer names it
+    orphan.write_bytes(b"\0" * 10)
+    train(None, resume=str(run), epochs=2, progress=False, log=lambda *a: None)
+    assert not stale.exists() and not orphan.exists()

@@ -319,7 +319,9 @@ def fit(spec_path=None, *, data: str | None = None, out: str | None = None, resu
                     opt.zero_grad(set_to_none=True)
                     start_batch = b + 1
                     continue
-                (total / tcfg.grad_accumulation).backward()
+                # mean over the micro-batches of this optimizer step (the last group may be short)
+                group = min(tcfg.grad_accumulation, len(all_batches) - b // tcfg.grad_accumulation * tcfg.grad_accumulation)
+                (total / group).backward()
                 last_of_epoch = b == len(all_batches) - 1
                 if (b + 1) % tcfg.grad_accumulation == 0 or last_of_epoch:
                     if tcfg.grad_clip:
