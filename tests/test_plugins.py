@@ -162,3 +162,16 @@ def test_unknown_name_suggests_the_nearest():
     assert REGISTRIES["encoder"].unknown("mpl") == "unknown encoder type 'mpl' — did you mean 'mlp'?"
     assert REGISTRIES["fusion"].unknown("erly") == "unknown fusion type 'erly' — did you mean 'early'?"
     assert REGISTRIES["head"].unknown("zzz") == "unknown head type 'zzz'"
+
+
+def test_a_node_type_without_infer_is_refused_at_registration():
+    from typing import Literal
+
+    from archspec.spec.encoders import EncoderNode
+
+    class NoShapeEncoderConfig(EncoderNode):
+        type: Literal["no_shape"]
+
+    with pytest.raises(RegistryError, match="encoder type 'no_shape' .* has no infer"):
+        register_config("encoder", "no_shape")(NoShapeEncoderConfig)
+    assert "no_shape" not in REGISTRIES["encoder"].configs

@@ -7,6 +7,7 @@ downstream builder sizes its layers from it.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,11 +71,9 @@ def _vocab_sizes(checked: Checked, preprocessor) -> dict:
     vocab = {}
     for name, cfg in checked.spec.inputs.items():
         if preprocessor is not None:
-            try:
+            with contextlib.suppress(KeyError):  # LookupFailed: this input has no vocabulary
                 vocab[name] = preprocessor.vocab_size(name)
                 continue
-            except (KeyError, AttributeError, TypeError):
-                pass
         if cfg.type == "categorical":
             vocab[name] = cfg.cardinality
         elif cfg.type == "text" and cfg.tokenizer.type == "wordpiece":

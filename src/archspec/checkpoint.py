@@ -12,6 +12,7 @@ pointer is replaced last, so a kill at any moment leaves the previous complete c
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -34,9 +35,8 @@ def _fsync_dir(d: Path) -> None:
     except OSError:
         return
     try:
-        os.fsync(fd)
-    except OSError:
-        pass
+        with contextlib.suppress(OSError):  # some file systems cannot fsync a directory
+            os.fsync(fd)
     finally:
         os.close(fd)
 

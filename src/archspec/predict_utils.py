@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 from .checks import label_space, prediction_kind, prediction_metrics
@@ -84,8 +86,6 @@ def evaluate_outputs(model, outputs: dict, targets: dict, loss_fn=None) -> dict:
 def label_names(model, preprocessor, name: str):
     space, _ = label_space(model.checked.graph, name)
     if preprocessor is not None:
-        try:
+        with contextlib.suppress(KeyError):  # a prediction without fitted labels (regression, pairs)
             return preprocessor.label_names(name)
-        except (KeyError, AttributeError):
-            pass
     return space[2] if space else None

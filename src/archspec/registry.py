@@ -15,6 +15,7 @@ from typing import Callable
 from .errors import did_you_mean
 
 ENTRY_POINT_GROUP = "archspec.components"
+NODE_KINDS = ("input", "encoder", "fusion", "head")
 KINDS = ("input", "encoder", "fusion", "head", "loss", "optimizer", "schedule", "tokenizer")
 
 
@@ -33,6 +34,9 @@ class Registry:
     def add_config(self, name: str, cls: type) -> type:
         if name in self.configs:
             raise RegistryError(f"duplicate {self.kind} type '{name}'")
+        if self.kind in NODE_KINDS and not callable(getattr(cls, "infer", None)):
+            raise RegistryError(f"{self.kind} type '{name}' ({cls.__name__}) has no infer(ins, ctx) method: "
+                                "every node type states its output shape")
         self.configs[name] = cls
         _invalidate()
         return cls

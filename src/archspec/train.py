@@ -6,6 +6,7 @@ checkpoint at epoch ends) → final table. Runs resume exactly from their last c
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -81,10 +82,8 @@ class _StopFlag:
 
     def __enter__(self):
         for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
+            with contextlib.suppress(ValueError):  # only the main thread may install handlers
                 self._old[sig] = signal.signal(sig, self._handle)
-            except ValueError:  # not the main thread
-                pass
         return self
 
     def _handle(self, signum, frame):

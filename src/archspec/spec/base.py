@@ -47,9 +47,9 @@ class Node(StrictModel):
         """``(relative YAML path, node name)`` for every edge out of this node."""
         return []
 
-    def infer(self, ins: list[Shape], ctx: Any) -> Shape:  # pragma: no cover - abstract
-        """Output shape from the input shapes; report problems through ``ctx``."""
-        raise NotImplementedError
+    # Every registered node type defines ``infer(self, ins: list[Shape], ctx) -> Shape``: its output
+    # shape from its input shapes, reporting problems through ``ctx``. ``register_config`` refuses
+    # a node type without one, so a plugin learns at import time, not when a spec is checked.
 
 
 class Layers(StrictModel):
