@@ -36,51 +36,58 @@ def load_run(run_dir, which: str = "best"):
     return model, pre, checked
 
 
-def _load_data(checked, pre, data_file, *, need_targets: bool):
-    from .data import preflight, read_table
+def _loader(checked, pre, data_file, *, need_targets: bool, batch_size: int, **kw):
+    """The one data path (:class:`~archspec.data.Loader`) over a whole file, in file order, after a
+    streaming pre-flight."""
+    from .data import Loader, default_workers, open_table, preflight_table
 
     path = Path(data_file)
     if not path.is_file():
         raise DataError(f"data file not found: {data_file}")
-    df = read_table(path)
-    preflight(checked, df, str(path), "evaluate" if need_targets else "predict", data_dir=path.resolve().parent,
-              targets=need_targets)
-    x, y = pre.transform(df, path.resolve().parent, targets=need_targets)
-    return df, x, y
+    table = open_table(path)
+    on_bad_row = checked.spec.training.on_bad_row
+    preflight_table(checked, table, None, "evaluate" if need_targets else "predict", targets=need_targets,
+                    on_bad_row=on_bad_row)
+    return Loader(table, pre, batch_size=batch_size, targets=need_targets, num_workers=default_workers(checked),
+                  rank=0, world_size=1, on_bad_row=on_bad_row, **kw)
 
 
 def evaluate(run_dir, data_file, batch_size: int = 256, baseline: bool = False):
     """Metrics of a trained run on a labelled file, keyed ``HEAD/METRIC`` (plus losses).
 
+    Reads the file through the same data loader as training; memory holds the model's outputs and
+    the targets (a few numbers per row), never the inputs.
+
     With ``baseline=True`` returns ``(metrics, baseline_metrics)``: the trivial baselines of
     :mod:`archspec.baselines` (fitted on the run's training split) on the same file.
     """
     model, pre, checked = load_run(run_dir)
-    _, x, y = _load_data(checked, pre, data_file, need_targets=True)
-    outputs = run_model(model, x, batch_size)
+    from .baselines import baseline_inputs, baseline_metrics
+
+    keep = baseline_inputs(model) if baseline else []
+    loader = _loader(checked, pre, data_file, need_targets=True, batch_size=batch_size)
+    try:
+        result = run_model(model, loader, keep_inputs=keep)
+    finally:
+        loader.close()
+    outputs, y = result[0], result[1]
+    if not outputs:
+        raise DataError(f"{data_file}: every row was skipped (training.on_bad_row: skip) — nothing to evaluate")
     metrics = evaluate_outputs(model, outputs, y, compile_loss(model))
     if not baseline:
         return metrics
-    from .baselines import baseline_metrics
-
     path = Path(run_dir) / "baseline.json"
     if not path.is_file():
         raise CheckpointError(f"{run_dir} has no baseline.json (trained by an older archspec)")
+    x = result[2] if keep else {}
+    if not x:
+        x = {"_rows": torch.zeros(len(next(iter(y.values()))) if y else 0)}
     return metrics, baseline_metrics(model, json.loads(path.read_text()), x, y)
 
 
-def predict(run_dir, data_file, out_file, batch_size: int = 256):
-    """Probabilities and labels of every prediction for every row, in the input's order.
-
-    Returns:
-        the written ``pandas.DataFrame``.
-    """
-    import pandas as pd
-
-    model, pre, checked = load_run(run_dir)
-    df, x, _ = _load_data(checked, pre, data_file, need_targets=False)
-    outputs = run_model(model, x, batch_size)
-    g = checked.graph
+def prediction_columns(model, pre, outputs: dict) -> dict:
+    """Columns of the prediction file for one batch of outputs: labels and probabilities per prediction."""
+    g = model.checked.graph
     cols: dict = {}
     for name in model.predictions:
         kind = prediction_kind(g, name)
@@ -109,17 +116,36 @@ def predict(run_dir, data_file, out_file, batch_size: int = 256):
         elif kind == "similarity":
             cols[f"{name}.score"] = out.numpy()
             cols[f"{name}.prob"] = torch.sigmoid(out).numpy()
-    result = pd.DataFrame(cols, index=df.index)
-    out_path = Path(out_file)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = out_path.suffix.lower()
-    if suffix == ".parquet":
-        result.to_parquet(out_path, index=False)
-    elif suffix in (".jsonl", ".ndjson"):
-        result.to_json(out_path, orient="records", lines=True)
-    else:
-        result.to_csv(out_path, index=False)
-    return result
+    return cols
+
+
+@torch.no_grad()
+def predict(run_dir, data_file, out_file, batch_size: int = 256):
+    """Probabilities and labels of every prediction for every row, in the input's order, written
+    batch by batch (CSV, JSON Lines or Parquet by ``out_file``'s extension): memory stays flat
+    whatever the size of the file.
+
+    Rows skipped under ``training.on_bad_row: skip`` are left out of the output; with ``skip`` the
+    output starts with a ``row`` column (the 0-based data row of the input file) so that every
+    prediction can be matched to its row.
+
+    Returns:
+        a :class:`~archspec.data.writers.Written` summary (rows, columns, the first rows).
+    """
+    from .data.writers import PredictionWriter
+
+    model, pre, checked = load_run(run_dir)
+    loader = _loader(checked, pre, data_file, need_targets=False, batch_size=batch_size)
+    try:
+        with PredictionWriter(out_file, rows=checked.spec.training.on_bad_row == "skip") as writer:
+            for inputs, _, rows in loader:
+                if not len(rows):
+                    continue
+                outputs = {k: v.float() for k, v in model(inputs).items()}
+                writer.write(prediction_columns(model, pre, outputs), rows.numpy())
+    finally:
+        loader.close()
+    return writer.summary(skipped=loader.skipped)
 
 
 def format_metrics(metrics: dict, baseline: dict | None = None) -> str:
@@ -141,10 +167,10 @@ def metrics_json(metrics: dict) -> str:
 def show_predictions(run_dir, data_file, predictions, n: int) -> str:
     """The first ``n`` rows: the text inputs (shortened), each prediction and, where the file has
     it, the true label."""
-    from .data import read_table
+    from .data import open_table
 
     model, pre, checked = load_run(run_dir)
-    df = read_table(data_file).head(n)
+    df = open_table(data_file).head(n)
     g = checked.graph
     lines = []
     for i in range(min(n, len(df))):

@@ -26,18 +26,28 @@ from .preflight import find_problems, preflight
 from .problems import Problem, data_error
 from .tables import permutation, read_table, split, split_frame, split_sizes
 
+from .inputs import INPUT_DATA, InputData, input_data, register_input_data
+from .store import Table, cache_dir, clear_cache, open_table
+from .preflight import preflight_table
+from .tables import split_positions
+
 _LAZY = {
     "Preprocessor": ".preprocess",
     "LookupFailed": ".preprocess",
-    "TensorDictDataset": ".loader",
-    "EpochBatchSampler": ".loader",
-    "make_loader": ".loader",
-    "batches_per_epoch": ".loader",
+    "fit_table": ".preprocess",
+    "Loader": ".stream",
+    "EpochBatchSampler": ".stream",
+    "RowDataset": ".stream",
+    "BatchKey": ".stream",
+    "batches_per_epoch": ".stream",
+    "default_workers": ".stream",
 }
 
-__all__ = ["EpochBatchSampler", "LookupFailed", "Preprocessor", "Problem", "TargetSpec", "TensorDictDataset", "batches_per_epoch",
-           "data_error", "find_problems", "make_loader", "permutation", "prediction_targets", "preflight",
-           "read_table", "split", "split_frame", "split_sizes"]
+__all__ = ["BatchKey", "EpochBatchSampler", "INPUT_DATA", "InputData", "Loader", "LookupFailed", "Preprocessor",
+           "Problem", "RowDataset", "Table", "TargetSpec", "batches_per_epoch", "cache_dir", "clear_cache",
+           "data_error", "default_workers", "find_problems", "fit_table", "input_data", "open_table",
+           "permutation", "prediction_targets", "preflight", "preflight_table", "read_table",
+           "register_input_data", "split", "split_frame", "split_positions", "split_sizes"]
 
 
 def __getattr__(name: str):
