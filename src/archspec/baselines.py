@@ -50,7 +50,7 @@ def fit_baseline(model, table, preprocessor, rows, tcfg) -> dict:
     keys = baseline_inputs(model)
     inputs = sorted({k.split(".")[0] for k in keys})
     batches = Loader(table, preprocessor, rows, batch_size=4096, inputs=inputs, num_workers=0,
-                     on_bad_row=tcfg.on_bad_row)
+                     on_bad_row=tcfg.on_bad_row, name="baseline")
     sums: dict = {}
     counts: dict = {}
     n = 0

@@ -231,10 +231,10 @@ def fit(spec_path=None, *, data: str | None = None, out: str | None = None, resu
         raise TrainingError(f"batch_size {tcfg.batch_size} is not divisible by {world} processes")
     loader_args = dict(num_workers=workers, pin_memory=device.type == "cuda", on_bad_row=tcfg.on_bad_row)
     train_loader = Loader(table, pre, train_rows, batch_size=tcfg.batch_size, shuffle=True, seed=tcfg.seed,
-                          rank=rank, world_size=world, **loader_args)
+                          rank=rank, world_size=world, name="train", **loader_args)
     # every rank evaluates the whole validation split (the metrics decide early stopping on all ranks)
     val_loader = Loader(val_table, pre, val_rows, batch_size=max(tcfg.batch_size, 256), rank=0, world_size=1,
-                        **loader_args) if len(val_rows) else None
+                        name="validation", **loader_args) if len(val_rows) else None
 
     # --- model, loss, optimizer --------------------------------------------------------------
     model = compile_spec(checked, preprocessor=pre).to(device)
@@ -383,7 +383,7 @@ def fit(spec_path=None, *, data: str | None = None, out: str | None = None, resu
     if tcfg.on_bad_row == "skip" and (train_loader.skipped or (val_loader and val_loader.skipped)):
         example = (train_loader.skip_examples or val_loader.skip_examples)[0]
         say(f"skipped {train_loader.skipped} training and {val_loader.skipped if val_loader else 0} validation "
-            f"row reads with problems (training.on_bad_row: skip), e.g. {example.render(str(train_file))}")
+            f"rows with problems (training.on_bad_row: skip), e.g. {example.render(str(train_file))}")
     if world > 1:
         import torch.distributed as dist
 

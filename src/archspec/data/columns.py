@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-INPUT_TYPES = ("text", "image", "numeric", "categorical", "vector")
 TARGET_KINDS = ("multiclass", "multilabel", "binary", "regression")
 
 
@@ -93,11 +92,6 @@ def prediction_targets(checked) -> dict[str, TargetSpec]:
     for name in g.predictions():
         resolve(name)
     return {n: t for n in g.predictions() if (t := out.get(n)) is not None}
-
-
-def input_columns(cfg) -> list[str]:
-    """Columns an input reads as written in the spec (a vector may instead use ``column_0…``)."""
-    return list(cfg.columns) if cfg.type == "numeric" else [cfg.column]
 
 
 def prefixed(column: str, width: int) -> list[str]:

@@ -164,31 +164,33 @@ class RowDataset(Dataset):
         targets: also build the targets (``False`` for prediction).
         inputs: input names to build (default all; e.g. none when only labels are needed).
         seed: ``training.seed`` (per-batch seeds derive from it).
+        name: what the rows are for (``train``, ``validation``, ...).
     """
 
-    def __init__(self, table, preprocessor, *, targets: bool = True, inputs=None, seed: int = 0):
+    def __init__(self, table, preprocessor, *, targets: bool = True, inputs=None, seed: int = 0, name: str = ""):
         from pathlib import Path
 
+        self.name = name
         self.table, self.pre, self.targets, self.inputs, self.seed = table, preprocessor, targets, inputs, int(seed)
         self.data_dir = Path(table.source).resolve().parent
         self.columns = preprocessor.columns(table.columns, targets=targets, inputs=inputs)
 
     def __getitem__(self, key: BatchKey) -> dict:
-        """``{"inputs", "targets": {key: tensor}, "rows": file rows (B,), "problems": [...], "dropped": n}``.
+        """``{"inputs", "targets": {key: tensor}, "rows": file rows (B,), "problems": [...], "dropped": [rows]}``.
 
         Problem rows are left out of the tensors; ``problems`` lists (up to 50 of) their problems and
-        ``dropped`` how many rows were left out.
+        ``dropped`` the file rows left out.
         """
         if torch.utils.data.get_worker_info() is not None:
             _seed_everything(self.seed, key.epoch, key.index)  # never the main process's RNG (dropout)
         df = self.table.take(list(key.positions), self.columns)
         inputs, targets, problems = self.pre.arrays(df, self.data_dir, targets=self.targets, inputs=self.inputs)
         rows = df.index.to_numpy(dtype=np.int64, copy=True)
-        dropped = 0
+        dropped: list = []
         if problems:
             bad = {p.row for p in problems}
             keep = np.asarray([r not in bad for r in rows], dtype=bool)
-            dropped = int((~keep).sum())
+            dropped = rows[~keep].tolist()
             inputs = {k: v[keep] for k, v in inputs.items()}
             targets = {k: v[keep] for k, v in targets.items()}
             rows = rows[keep]
@@ -225,6 +227,7 @@ class Loader:
         targets: build the targets.
         inputs: input names to build (default all).
         on_bad_row: ``error`` or ``skip``.
+        name: what the rows are for (``train``, ``validation``, ...).
 
     Example:
         >>> import os, tempfile, pandas as pd
@@ -240,7 +243,8 @@ class Loader:
 
     def __init__(self, table, preprocessor, positions=None, *, batch_size: int, shuffle: bool = False,
                  seed: int = 0, rank: int | None = None, world_size: int | None = None, num_workers: int = 0,
-                 pin_memory: bool = False, targets: bool = True, inputs=None, on_bad_row: str = "error"):
+                 pin_memory: bool = False, targets: bool = True, inputs=None, on_bad_row: str = "error",
+                 name: str = ""):
         if rank is None or world_size is None:
             auto_rank, auto_world = _dist_rank_world()
             rank = auto_rank if rank is None else rank
@@ -250,7 +254,7 @@ class Loader:
         self.on_bad_row = on_bad_row
         self.sampler = EpochBatchSampler(positions, batch_size, shuffle=shuffle, seed=seed, rank=rank,
                                          world_size=world_size)
-        self.dataset = RowDataset(table, preprocessor, targets=targets, inputs=inputs, seed=seed)
+        self.dataset = RowDataset(table, preprocessor, targets=targets, inputs=inputs, seed=seed, name=name)
         if num_workers > 0:
             os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # tokenizers + fork can deadlock
         # A private generator: DataLoader otherwise draws its base seed from the global RNG, which
@@ -260,7 +264,7 @@ class Loader:
                                  persistent_workers=num_workers > 0, worker_init_fn=_worker_init,
                                  prefetch_factor=PREFETCH if num_workers > 0 else None,
                                  generator=torch.Generator().manual_seed(int(seed)))
-        self.skipped = 0
+        self.skipped_rows: set = set()
         self.skip_examples: list = []
 
     def epoch(self, epoch: int, start_batch: int = 0) -> "Loader":
@@ -280,9 +284,14 @@ class Loader:
             if batch["problems"]:
                 if self.on_bad_row != "skip":
                     raise data_error(batch["problems"], self.file)
-                self.skipped += batch["dropped"]
+                self.skipped_rows.update(batch["dropped"])
                 self.skip_examples += batch["problems"][: max(0, 5 - len(self.skip_examples))]
             yield batch["inputs"], batch["targets"], batch["rows"]
+
+    @property
+    def skipped(self) -> int:
+        """Distinct rows left out so far (``on_bad_row: skip``)."""
+        return len(self.skipped_rows)
 
     def close(self) -> None:
         """Stop the worker processes now (they also stop when the loader is garbage-collected)."""
