@@ -118,7 +118,7 @@ def cmd_schema(args) -> int:
 
 
 def cmd_build(args) -> int:
-    from .commands.build import run_build
+    from .build_report import run_build
 
     return run_build(args)
 
@@ -159,7 +159,7 @@ def _launch_distributed(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from .serve import evaluate, format_metrics, metrics_json
+    from .inference import evaluate, format_metrics, metrics_json
 
     if args.baseline:
         metrics, base = evaluate(args.run, args.data, baseline=True)
@@ -176,12 +176,12 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    from .serve import predict
+    from .inference import predict
 
     df = predict(args.run, args.data, args.out)
     print(f"wrote {len(df)} rows × {len(df.columns)} columns to {args.out}")
     if args.show > 0:
-        from .serve import show_predictions
+        from .inference import show_predictions
 
         print(show_predictions(args.run, args.data, df, args.show))
     return EXIT_OK
