@@ -16,7 +16,8 @@ import json
 import sys
 from pathlib import Path
 
-EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
+from .errors import EXIT_INVALID, EXIT_OK, EXIT_USAGE
+
 BYTES_PER_PARAM = 4  # float32
 COLUMNS = ("Node", "Kind", "Inputs", "Output shape", "Trainable", "Frozen")
 

@@ -1,7 +1,7 @@
 """Command line: parses arguments and calls the pipeline; maps errors to exit codes, never tracebacks.
 
-Exit codes: 0 success, 1 invalid spec, 2 usage error, 3 data error, 4 checkpoint/run error,
-5 training error, 130 interrupted.
+Exit codes (defined in :mod:`archspec.errors`): 0 success, 1 invalid spec, 2 usage error,
+3 data error, 4 checkpoint/run error, 5 training error, 130 interrupted.
 """
 
 from __future__ import annotations
@@ -11,9 +11,7 @@ import json
 import sys
 
 from . import __version__
-from .errors import ArchspecError, SpecError, render_github, render_json
-
-EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
+from .errors import EXIT_INTERRUPTED, EXIT_INVALID, EXIT_OK, EXIT_USAGE, ArchspecError, SpecError, render_github
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -235,7 +233,7 @@ def main(argv=None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         print("archspec: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     except BrokenPipeError:
         return EXIT_OK
 

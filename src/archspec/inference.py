@@ -9,7 +9,7 @@ import torch
 
 from . import checkpoint as ckpt
 from .build import compile_loss, compile_spec
-from .checks import prediction_kind
+from .graph import prediction_kind
 from .errors import CheckpointError, DataError
 from .pipeline import check_text
 from .outputs import evaluate_outputs, label_names, run_model, to_probabilities
