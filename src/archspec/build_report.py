@@ -50,6 +50,15 @@ def summarize(model) -> dict:
             "trainable": trainable,
             "frozen": frozen,
         })
+    trees = {}
+    for n in nodes:
+        if n["type"] == "gbdt":  # fitted trees, not torch parameters: their size is shown in trees
+            cfg = g.nodes[n["name"]]
+            fitted = model.node_module(n["name"]).trees()
+            per_round = cfg.label_space()[1] if cfg.task == "multiclass" else 1
+            n["trees"] = fitted if fitted else None
+            n["max_trees"] = cfg.trees * per_round * cfg.models()
+            trees[n["name"]] = n["trees"] if fitted else n["max_trees"]
     params = {id(p): p for p in model.parameters()}.values()
     trainable = sum(p.numel() for p in params if p.requires_grad)
     total = sum(p.numel() for p in params)
@@ -61,6 +70,7 @@ def summarize(model) -> dict:
         "predictions": list(model.predictions),
         "totals": {"params": total, "trainable": trainable, "frozen": total - trainable,
                    "size_mb": round(_mb(total), 3)},
+        **({"trees": trees} if trees else {}),
         "diagnostics": [d.to_dict() for d in checked.diagnostics],
     }
 
@@ -83,7 +93,17 @@ def _totals(summary: dict) -> list[str]:
     return [f"Total params:     {t['params']:,} ({_mb(t['params']):.2f} MB)",
             f"Trainable params: {t['trainable']:,} ({_mb(t['trainable']):.2f} MB)",
             f"Frozen params:    {t['frozen']:,} ({_mb(t['frozen']):.2f} MB)",
-            f"Predictions:      {', '.join(summary['predictions'])}"]
+            f"Predictions:      {', '.join(summary['predictions'])}"] + _tree_lines(summary)
+
+
+def _tree_lines(summary: dict) -> list[str]:
+    """Gradient-boosted heads: fitted tree counts (a run), else the most ``trees`` allow (a spec)."""
+    out = []
+    for n in summary["nodes"]:
+        if n["type"] == "gbdt":
+            size = f"{n['trees']:,} trees (fitted)" if n.get("trees") else f"≤ {n['max_trees']:,} trees (not fitted yet)"
+            out.append(f"Trees ({n['name']}): {size}; LightGBM, no torch parameters")
+    return out
 
 
 def render_text(summary: dict) -> str:

@@ -381,6 +381,17 @@ class ExportResult:
     files: list[Path]
 
 
+def _refuse_gbdt(model, formats: list[str]) -> None:
+    """Gradient-boosted heads run LightGBM, not torch ops: no torch exporter can carry them."""
+    trees = [n for n, c in getattr(model, "node_configs", {}).items() if getattr(c, "type", None) == "gbdt"]
+    if trees:
+        raise ExportError(f"heads.{trees[0]} (gbdt) is not exportable to {', '.join(formats)}: its LightGBM trees "
+                          "are not torch operations, so torchscript, onnx and torch_export cannot carry them. "
+                          f"Serve it torch-free from the run's text model files (RUN/gbdt/{trees[0]}*.txt, "
+                          "lightgbm.Booster(model_file=...).predict(x, raw_score=True)), or export a spec "
+                          "without gbdt heads")
+
+
 def export(model, out_dir, formats, *, name: str | None = None, verify: bool = True) -> ExportResult:
     """Export ``model`` (and each similarity head's towers) in every format, plus a manifest.
 
@@ -412,6 +423,7 @@ def export(model, out_dir, formats, *, name: str | None = None, verify: bool = T
     if unknown:
         raise ExportError(f"unknown export format '{unknown[0]}' — known: {', '.join(FORMATS)}")
     checked = getattr(model, "checked", None)
+    _refuse_gbdt(model, formats)
     name = name or (checked.spec.name if checked is not None else "model")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -32,6 +32,9 @@ def load_run(run_dir, which: str = "best"):
     except RuntimeError as exc:
         raise CheckpointError(f"checkpoint '{name}' of {run_dir} does not fit its spec: "
                               f"{str(exc).splitlines()[0]}") from None
+    from .gbdt import load_heads
+
+    load_heads(model, run_dir)
     model.eval()
     return model, pre, checked
 

@@ -243,6 +243,12 @@ def fit(spec_path=None, *, data: str | None = None, out: str | None = None, resu
 
         ckpt.atomic_write_json(run.root / "baseline.json", fit_baseline(model, table, pre, train_rows, tcfg))
     loss_fn = compile_loss(model)
+    from .gbdt import fit_or_load_heads
+
+    fit_or_load_heads(model, run.root, resume is not None, table, val_table, pre, train_rows, val_rows,
+                      tcfg, loader_args, say)
+    if not any(p.requires_grad for p in model.parameters()):
+        return _nothing_to_train(model, run, val_loader, loss_fn, say)
     ddp_model = model
     if world > 1:
         ddp_model = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=False)
@@ -400,6 +406,31 @@ def fit(spec_path=None, *, data: str | None = None, out: str | None = None, resu
     if stopped_by:
         raise KeyboardInterrupt
     return TrainResult(run.root, model, step)
+
+
+def _nothing_to_train(model, run: RunPaths, val_loader, loss_fn, say) -> TrainResult:
+    """A model without trainable parameters (gbdt heads only, members of other runs with fixed
+    weights): evaluate once and write a run that evaluate/predict accept."""
+    say("nothing to train: the model has no trainable parameters (its parts are fitted trees or "
+        "trained runs, combined with fixed weights); evaluating it once and writing the run")
+    metrics = {}
+    if val_loader is not None:
+        try:
+            val_out, val_y = run_model(model, val_loader)
+        finally:
+            val_loader.close()
+        metrics = evaluate_outputs(model, val_out, val_y, loss_fn) if val_out else {}
+    run.checkpoints.mkdir(parents=True, exist_ok=True)
+    with open(run.metrics, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps({"epoch": 0, "step": 0, "train_loss": None, "lr": 0.0, "time_s": 0.0,
+                             **{f"val/{k}": v for k, v in metrics.items()}}) + "\n")
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(0))], lr=0.0)  # an empty trainer state
+    ckpt.save_checkpoint(run.checkpoints, 0, model, opt, {"step": 0, "epoch": 0, "batch": 0, "best": None,
+                                                          "bad_epochs": 0, "skipped": 0}, ("last", "best"))
+    if metrics:
+        say("validation: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if isinstance(v, float)))
+    say(f"run directory: {run.root}")
+    return TrainResult(run.root, model, 0)
 
 
 def _source(run: RunPaths) -> dict:

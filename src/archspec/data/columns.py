@@ -45,6 +45,8 @@ def head_target(name: str, cfg) -> TargetSpec | None:
     """The target of one head, or ``None`` for a head trained without labels (contrastive two towers)."""
     column = getattr(cfg, "target", None) or name
     t = cfg.type
+    if t == "gbdt":  # a gradient-boosted head takes the target of the neural head of its task
+        t = cfg.task
     if t == "multiclass":
         size, names = _sized(cfg.classes)
         return TargetSpec(name, "multiclass", column, size, names, name)
