@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from .errors import BuildError, CheckpointError
 
 GBDT_DIR = "gbdt"
@@ -83,7 +85,8 @@ def fit_heads(model, train_batches, val_batches, run_dir, seed: int, log=print) 
         else:
             obj = "binary" if cfg.task == "multilabel" else ("huber" if cfg.loss.type == "huber" else "regression")
             extra = {"alpha": cfg.loss.delta} if obj == "huber" else {}
-            jobs = [(_params(cfg, obj, seed, **extra), ytr[:, j], None if yva is None else yva[:, j])
+            jobs = [(_params(cfg, obj, seed, **extra), np.ascontiguousarray(ytr[:, j]),
+                     None if yva is None else np.ascontiguousarray(yva[:, j]))
                     for j in range(ytr.shape[1])]
         boosters = []
         for (params, y, yv), path in zip(jobs, model_files(run_dir, name, cfg)):

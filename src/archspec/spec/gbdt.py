@@ -20,6 +20,16 @@ _ALLOWED_LOSSES = {"multiclass": ("cross_entropy",), "multilabel": ("binary_cros
                    "binary": ("binary_cross_entropy",), "regression": ("mse", "huber")}
 
 
+class _ByTask:
+    """A head attribute that depends on the instance's `task` (the class itself gives a summary)."""
+
+    def __init__(self, by_task: dict, on_class):
+        self.by_task, self.on_class = by_task, on_class
+
+    def __get__(self, obj, owner=None):
+        return self.on_class if obj is None else self.by_task[obj.task]
+
+
 @register_config("head", "gbdt")
 class GBDTHeadConfig(Node):
     """Gradient-boosted trees (LightGBM) over tabular inputs (`numeric`, `categorical`, `vector`).
@@ -103,17 +113,9 @@ class GBDTHeadConfig(Node):
         return self
 
     # --- what every head offers the graph, the checks and the compiler ----------------------------
-    @property
-    def kind(self) -> str:
-        return self.task
-
-    @property
-    def default_loss(self) -> str:
-        return _DEFAULT_LOSS[self.task]
-
-    @property
-    def allowed_losses(self) -> tuple:
-        return _ALLOWED_LOSSES[self.task]
+    kind: ClassVar = _ByTask({t: t for t in _DEFAULT_LOSS}, "gbdt")
+    default_loss: ClassVar = _ByTask(_DEFAULT_LOSS, "by task")
+    allowed_losses: ClassVar = _ByTask(_ALLOWED_LOSSES, ("cross_entropy", "binary_cross_entropy", "mse", "huber"))
 
     @property
     def target_column(self) -> str:
