@@ -163,7 +163,7 @@ MEMORY_SCRIPT = """
 import resource, sys, torch
 torch.set_num_threads(1)
 from archspec.train import train
-from archspec.serve import predict
+from archspec.inference import predict
 run = train(sys.argv[1], data=sys.argv[2], out=sys.argv[3], max_steps=3, progress=False, log=lambda *a: None)
 predict(run, sys.argv[2], sys.argv[3] + "/pred.parquet")
 print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
@@ -276,7 +276,7 @@ def test_tables_are_converted_once_keyed_by_content_and_clearable(tmp_path, monk
 def test_predictions_stream_to_csv_jsonl_and_parquet(tmp_path):
     from test_train import _small
 
-    from archspec.serve import predict
+    from archspec.inference import predict
     from archspec.train import train
 
     spec, data = _small(tmp_path, epochs=1)
