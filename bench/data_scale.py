@@ -143,12 +143,13 @@ def measure(src: Path, spec: Path, data: Path, steps: int, work: Path) -> dict:
     return out | {"wall_s": round(wall, 2)}
 
 
-def summarise(r: dict, warmup: int, batch: int) -> dict:
+def summarise(r: dict, warmup: int, batch: int, workers: int) -> dict:
     if "error" in r:
         return r
     s = r["steps"]
     steady = (len(s) - 1 - warmup) * batch / (s[-1] - s[warmup]) if len(s) > warmup + 1 else None
-    return {"peak_rss_mb": round(r["rss"] / 2**20, 1), "worker_peak_rss_mb": round(r["children_rss"] / 2**20, 1),
+    return {"peak_rss_mb": round(r["rss"] / 2**20, 1),
+            "worker_peak_rss_mb": round(r["children_rss"] / 2**20, 1) if workers else None,
             "first_step_s": round(s[0], 2), "rows_per_s": round(steady, 1) if steady else None,
             "steps": len(s), "wall_s": r["wall_s"]}
 
@@ -186,7 +187,7 @@ def main(argv=None) -> int:
                 spec = work / f"spec_{path}_{w}.yaml"
                 spec.write_text(SPEC.replace("WORKERS", f"  num_workers: {w}"))
                 print(f"{path:9} N={n:6} workers={w} …", end=" ", flush=True)
-                r = summarise(measure(src, spec, data_dir / f"d{n}.csv", steps, work), warmup, 32)
+                r = summarise(measure(src, spec, data_dir / f"d{n}.csv", steps, work), warmup, 32, w)
                 print(r, flush=True)
                 rows.append({"path": path, "rows": n, "workers": w, **r})
     result = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": platform.platform(),
@@ -208,7 +209,7 @@ def table(result: dict) -> str:
     for r in result["results"]:
         if "peak_rss_mb" in r:
             lines.append(f"| {r['path']} | {r['rows']} | {r['workers']} | {r['peak_rss_mb']} | "
-                         f"{r['worker_peak_rss_mb']} | {r['first_step_s']} | {r['rows_per_s']} |")
+                         f"{r['worker_peak_rss_mb'] or '–'} | {r['first_step_s']} | {r['rows_per_s']} |")
         else:
             lines.append(f"| {r['path']} | {r['rows']} | {r['workers']} | {r.get('skipped') or r.get('error')} | | | |")
     return "\n".join(lines)

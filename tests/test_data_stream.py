@@ -324,3 +324,12 @@ def test_multi_machine_flags_pass_through_to_torchrun(monkeypatch):
     assert cmd[1:i] == ["-m", "torch.distributed.run", "--nproc-per-node=4", "--rdzv-backend=c10d", "--nnodes=2",
                         "--node-rank=1", "--rdzv-endpoint=10.0.0.1:29400"]
     assert cmd[i:] == ["-m", "archspec", "train", "s.yaml", "--out", "runs/x"]
+
+
+def test_every_input_type_has_one_data_home():
+    from archspec.data import INPUT_DATA, register_input_data
+    from archspec.registry import REGISTRIES, RegistryError
+
+    assert set(REGISTRIES["input"].configs) == set(INPUT_DATA)
+    with pytest.raises(RegistryError, match="duplicate data home for input type 'image'"):
+        register_input_data("image")(type("Again", (), {}))
