@@ -8,7 +8,8 @@ that trains ``--steps`` optimizer steps, started with an empty data cache (so th
 conversion of the CSV is included, as on a first run):
 
 * **peak RSS**: ``ru_maxrss`` of the training process (workers are separate processes; their
-  largest peak is reported next to it);
+  largest peak is reported next to it: ``RUSAGE_CHILDREN``, which also counts a helper process that
+  importing torch starts, ~540 MB here, so it is a floor rather than a worker's own figure);
 * **first step**: seconds from process start to the end of the first optimizer step (imports,
   reading, pre-flight, fitting, the first batches);
 * **rows/s**: rows per second over the steps after the first ``--warmup`` steps.
