@@ -16,16 +16,32 @@ from .errors import ArchspecError, SpecError, render_github, render_json
 EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
 
 
+class _DataAction(argparse.Action):
+    """``--data [FILE]``: a YAML name after ``--data`` is a spec to validate, not a data file."""
+
+    def __call__(self, parser, namespace, value, option_string=None):
+        if isinstance(value, str) and value.lower().endswith((".yaml", ".yml")):
+            namespace.data_specs = [*(getattr(namespace, "data_specs", None) or []), value]
+            value = True
+        setattr(namespace, self.dest, value)
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="archspec", description="Declarative model compiler for PyTorch.")
     p.add_argument("--version", action="version", version=f"archspec {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     v = sub.add_parser("validate", help="check specs without importing torch")
-    v.add_argument("files", nargs="+", metavar="FILE")
+    v.add_argument("files", nargs="*", metavar="FILE")
     v.add_argument("--strict", action="store_true", help="treat warnings as errors")
-    v.add_argument("--format", choices=["text", "json", "github"], default="text")
-    v.add_argument("--shapes", action="store_true", help="print every node's inferred output shape")
+    v.add_argument("--format", choices=["text", "json", "github", "sarif"], default="text")
+    v.add_argument("--shapes", action="store_true",
+                   help="print every node's inferred output shape and parameter count")
+    v.add_argument("--run", metavar="RUN", help="count parameters with the vocabulary sizes RUN fitted")
+    v.add_argument("--data", metavar="FILE", nargs="?", const=True, default=None, action=_DataAction,
+                   help="also check the data's header against the spec (training.data files, or FILE)")
+    v.add_argument("--only-specs", action="store_true",
+                   help="skip files without a top-level `archspec:` key (for pre-commit on *.yaml)")
 
     sub.add_parser("schema", help="print the JSON Schema (draft 2020-12) of the spec language")
 
@@ -79,17 +95,33 @@ def _parser() -> argparse.ArgumentParser:
 
 def cmd_validate(args) -> int:
     from .pipeline import check_file
+    from .datacheck import with_data_checks
+    from .load import is_spec_file
+    from .params import count_for
 
-    results = [check_file(f) for f in args.files]
+    args.files = [*(getattr(args, "data_specs", None) or []), *args.files]
+    if not args.files:
+        print("usage: archspec validate [options] FILE [FILE ...]\narchspec validate: error: the following "
+              "arguments are required: FILE", file=sys.stderr)
+        return EXIT_USAGE
+    files = [f for f in args.files if not args.only_specs or is_spec_file(f)]
+    results = [check_file(f) for f in files]
+    if args.data is not None:
+        results = [with_data_checks(r, None if args.data is True else args.data) for r in results]
     diags = [d for r in results for d in r.diagnostics]
     if args.format == "json":
         payload = [{"file": r.file, "valid": r.ok(args.strict),
                     "shapes": {n: s.to_dict() for n, s in r.shapes.items()},
+                    "params": count_for(r, args.run).to_dict() if r.graph else None,
                     "diagnostics": [d.to_dict() for d in r.diagnostics]} for r in results]
         print(json.dumps(payload, indent=2))
     elif args.format == "github":
         for d in diags:
             print(render_github(d))
+    elif args.format == "sarif":
+        from .sarif import render_sarif
+
+        print(render_sarif(results))
     else:
         for r in results:
             for d in r.diagnostics:
@@ -99,8 +131,12 @@ def cmd_validate(args) -> int:
                 print(f"{r.file}: ok — {len(r.graph.nodes)} nodes, {heads} predictions"
                       + (f", {len(r.warnings)} warnings" if r.warnings else ""))
                 if args.shapes:
+                    params = count_for(r, args.run)
                     for name in r.graph.order:
-                        print(f"  {r.graph.section[name]:8} {name:24} {r.graph.nodes[name].type:14} {r.shapes.get(name, '?')}")
+                        count = params.nodes.get(name)
+                        print(f"  {r.graph.section[name]:8} {name:24} {r.graph.nodes[name].type:14} "
+                              f"{str(r.shapes.get(name, '?')):22} {'' if count is None else str(count) + ' params'}".rstrip())
+                    print(f"  {params.total_line()}")
         bad = [r for r in results if not r.ok(args.strict)]
         if bad:
             n_err = sum(len(r.errors) for r in results)
