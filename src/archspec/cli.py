@@ -43,6 +43,12 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("--only-specs", action="store_true",
                    help="skip files without a top-level `archspec:` key (for pre-commit on *.yaml)")
 
+    df = sub.add_parser("diff", help="what a change to a spec does: nodes, fields, edges, shapes, parameters")
+    df.add_argument("old", metavar="OLD", help="spec file, or REF:path read from git (main:specs/x.yaml)")
+    df.add_argument("new", metavar="NEW", help="spec file, or REF:path")
+    df.add_argument("--format", choices=["text", "json", "markdown"], default="text",
+                    help="markdown is made for a pull-request comment")
+
     sub.add_parser("schema", help="print the JSON Schema (draft 2020-12) of the spec language")
 
     b = sub.add_parser("build", help="compile a spec into an nn.Module and summarise it")
@@ -144,6 +150,15 @@ def cmd_validate(args) -> int:
             print(f"{len(bad)} of {len(results)} specs invalid: {n_err} errors, {n_warn} warnings"
                   + (" (--strict)" if args.strict else ""), file=sys.stderr)
     return EXIT_OK if all(r.ok(args.strict) for r in results) else EXIT_INVALID
+
+
+def cmd_diff(args) -> int:
+    from .diff import run_diff
+
+    code, out, err = run_diff(args.old, args.new, args.format)
+    sys.stdout.write(out)
+    sys.stderr.write(err)
+    return code
 
 
 def cmd_schema(args) -> int:
@@ -248,7 +263,7 @@ def cmd_plot(args) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"validate": cmd_validate, "schema": cmd_schema, "build": cmd_build, "train": cmd_train,
+COMMANDS = {"validate": cmd_validate, "diff": cmd_diff, "schema": cmd_schema, "build": cmd_build, "train": cmd_train,
             "evaluate": cmd_evaluate, "predict": cmd_predict, "plot": cmd_plot, "data": cmd_data}
 
 
