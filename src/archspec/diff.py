@@ -116,7 +116,12 @@ class Diff:
 
 
 def _dump(cfg) -> dict:
-    return cfg.model_dump(mode="json", by_alias=True)
+    """A node's config with every default filled in; a head's metrics as reported (``null`` =
+    the head type's defaults, so writing the defaults out is no change)."""
+    out = cfg.model_dump(mode="json", by_alias=True)
+    if getattr(cfg, "section", "") == "heads" and out.get("metrics") is None:
+        out["metrics"] = list(cfg.resolved_metrics())
+    return out
 
 
 def _ref_keys(cfg) -> set:
@@ -351,6 +356,8 @@ def _checkpoint(d: Diff, old, new, po, pn, ren, back, own_change) -> None:
         else:
             reasons.append(f"{p['node']} changes its layers' structure ({p['new']} parameters)")
     for s in d.shapes:
+        if s["node"].startswith("inputs."):
+            continue  # an input has no weights: its consumers' parameter changes are listed
         if not any(r.startswith(s["node"] + " ") for r in reasons):
             reasons.append(f"{s['node']} output shape changes ({s['old']} → {s['new']})")
     d.checkpoint = reasons
@@ -498,7 +505,7 @@ def render_invalid(sides: list, fmt: str) -> str:
         return "\n".join(out)
     return "\n".join(x.render() for c in sides for x in c.diagnostics) + "\n" + "\n".join(
         f"{c.file}: invalid — {len(c.errors)} error{'s' * (len(c.errors) != 1)}; fix it to see the diff"
-        for c in sides)
+        for c in sides) + "\n"
 
 
 def run_diff(old: str, new: str, fmt: str = "text") -> tuple[int, str, str]:
