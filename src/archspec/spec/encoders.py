@@ -204,6 +204,9 @@ class TransformerEncoderConfig(EncoderNode):
 
     def infer(self, ins, ctx) -> Shape:
         cfg, where = self.resolved_config(ctx)
+        from .hf_check import check_inline_config
+
+        check_inline_config(self.config, (cfg or {}).get("model_type"), ctx)
         width = None
         if cfg is not None:
             if "model_type" not in cfg and where == "inline":
