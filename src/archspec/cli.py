@@ -56,6 +56,7 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--export", choices=["torchscript", "onnx", "torch_export"], action="append",
                    help="export the model (repeatable)")
     b.add_argument("--out", metavar="DIR", help="directory for --export / --graph output")
+    b.add_argument("--run", metavar="RUN", help="build with the vocabulary sizes a trained run fitted")
 
     t = sub.add_parser("train", help="train a spec on its data; writes a run directory")
     t.add_argument("file", metavar="SPEC", nargs="?", help="spec file (optional with --resume)")
