@@ -137,10 +137,12 @@ def cmd_validate(args) -> int:
                       + (f", {len(r.warnings)} warnings" if r.warnings else ""))
                 if args.shapes:
                     params = count_for(r, args.run)
+                    width = max([len(str(c)) for c in params.nodes.values()] or [0])
                     for name in r.graph.order:
                         count = params.nodes.get(name)
+                        text = "" if count is None else f"{str(count):>{width}} params"
                         print(f"  {r.graph.section[name]:8} {name:24} {r.graph.nodes[name].type:14} "
-                              f"{str(r.shapes.get(name, '?')):22} {'' if count is None else str(count) + ' params'}".rstrip())
+                              f"{str(r.shapes.get(name, '?')):22} {text}".rstrip())
                     print(f"  {params.total_line()}")
         bad = [r for r in results if not r.ok(args.strict)]
         if bad:
