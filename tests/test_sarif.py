@@ -81,3 +81,9 @@ def test_every_code_the_source_can_report_is_catalogued():
 @pytest.mark.parametrize("code", sorted(CODES))
 def test_review_doc_explains_every_code(code):
     assert f"`{code}`" in (ROOT / "docs" / "review.md").read_text()
+
+
+def test_review_doc_table_is_the_catalogue():
+    rows = [ln for ln in (ROOT / "docs" / "review.md").read_text().splitlines() if re.match(r"^\| `[EWN]-", ln)]
+    assert rows == [f"| `{c}` | {t} | {h} |" for c, (t, h) in CODES.items()], \
+        "docs/review.md's table is generated from archspec/codes.py: update it"

@@ -136,6 +136,8 @@ def _mapped(dump: dict, cfg, mapping: dict) -> dict:
         for part in rel[:-1]:
             target = target[part]
         target[rel[-1]] = mapping.get(ref, ref)
+    if isinstance(out.get("project"), dict):  # an early fusion's per-branch widths, keyed by branch name
+        out["project"] = {mapping.get(k, k): v for k, v in out["project"].items()}
     return out
 
 

@@ -328,6 +328,9 @@ def count_params(checked, fitted: dict | None = None, fitted_from: str | None = 
         except _Deferred as exc:
             frozen = g.section[name] == "encoders" and not getattr(g.nodes[name], "trainable", True)
             rep.nodes[name] = Count(None, depends=exc.depends, frozen=frozen)
+        except (KeyError, IndexError, TypeError, AttributeError, ValueError):
+            # a spec shape this counter does not foresee (e.g. a plugin's odd config): never a traceback
+            rep.nodes[name] = Count(None, depends=f"no static count for this '{g.nodes[name].type}' node")
     counts = list(rep.nodes.values())
     rep.known = sum(c.value for c in counts if c.value is not None)
     bounds = [c.depends for c in counts if c.bound]
