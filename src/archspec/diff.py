@@ -167,7 +167,7 @@ def _walk(old, new, path=()):
           and any(isinstance(v, (dict, list)) for v in old + new)):
         for i, (a, b) in enumerate(zip(old, new)):
             yield from _walk(a, b, path + (i,))
-    elif old != new or type(old) is not type(new) and not (isinstance(old, (int, float)) and isinstance(new, (int, float))):
+    elif old != new:  # 1 and 1.0 are the same value; YAML 1.2 already made "1e-3" a float
         yield path, old, new
 
 
@@ -223,9 +223,8 @@ def diff_checked(old: Checked, new: Checked) -> Diff:
     for x, y in ren.items():
         sec, cfg = nn_[y]
         note = ""
-        if sec == "heads" and getattr(cfg, "target", None) is None and cfg.type != "similarity":
-            note = f"label column changes from '{x}' to '{y}' (a head without `target` reads the column of its name)"
-        elif sec == "heads" and cfg.type == "similarity" and cfg.target is None and cfg.loss.type != "contrastive":
+        labelled = not (cfg.type == "similarity" and cfg.loss.type == "contrastive")  # in-batch negatives
+        if sec == "heads" and getattr(cfg, "target", None) is None and labelled:
             note = f"label column changes from '{x}' to '{y}' (a head without `target` reads the column of its name)"
         d.renamed.append({"old": x, "new": y, "section": sec, "type": cfg.type,
                           "line": _line(new, (sec, y)), "note": note})
