@@ -4,7 +4,6 @@ expected output and exit code in expected.txt; JSON and markdown forms; REF:path
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 
 import pytest
@@ -111,7 +110,6 @@ def test_usage_errors_exit_2(capsys, tmp_path):
     assert run(capsys, "diff", "a.yaml", "b.yaml", "--format", "html")[0] == 2
 
 
-@pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
 def test_ref_path_reads_the_old_side_from_git(capsys, tmp_path, monkeypatch):
     case = ROOT / "tests" / "diff_pairs" / "07_loss_weight"
     repo = tmp_path / "repo"

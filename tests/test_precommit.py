@@ -15,14 +15,11 @@ import shutil
 import subprocess
 import sys
 
-import pytest
 import yaml
 
 from conftest import ROOT
 
-pytestmark = pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
-
-pre_commit = pytest.importorskip("pre_commit")
+import pre_commit  # noqa: F401  (the `test` extra installs it)
 
 
 def manifest() -> list[dict]:
