@@ -137,10 +137,11 @@ def cmd_validate(args) -> int:
                       + (f", {len(r.warnings)} warnings" if r.warnings else ""))
                 if args.shapes:
                     params = count_for(r, args.run)
-                    width = max([len(str(c)) for c in params.nodes.values()] or [0])
+                    width = max([len(str(c)) for c in params.nodes.values() if c.value is not None] or [0])
                     for name in r.graph.order:
                         count = params.nodes.get(name)
-                        text = "" if count is None else f"{str(count):>{width}} params"
+                        text = "" if count is None else (f"{str(count):>{width}} params" if count.value is not None
+                                                         else f"params deferred: {count.depends}")
                         print(f"  {r.graph.section[name]:8} {name:24} {r.graph.nodes[name].type:14} "
                               f"{str(r.shapes.get(name, '?')):22} {text}".rstrip())
                     print(f"  {params.total_line()}")

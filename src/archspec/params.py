@@ -83,8 +83,9 @@ class ParamReport:
         t = self.total
         if t.value is None:
             deferred = [n for n, c in self.nodes.items() if c.value is None]
-            return (f"parameters: ≥ {self.known:,} known, deferred for {', '.join(deferred)} "
-                    f"({'; '.join(self.nodes[n].depends for n in deferred)})")
+            known = f" (≥ {self.known:,} known)" if self.known else ""
+            return (f"parameters: deferred to build{known} — "
+                    + "; ".join(f"{n}: {self.nodes[n].depends}" for n in deferred))
         text = f"parameters: {t}"
         if t.bound:
             text += f" — a bound: {t.depends}"
