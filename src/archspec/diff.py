@@ -149,8 +149,8 @@ def _nodes(c: Checked) -> dict:
     return out
 
 
-def _line(c: Checked, path) -> int:
-    return c.smap.locate(tuple(path))[0] if c.smap is not None else 0
+def _line(c: Checked, path, key: bool = False) -> int:
+    return c.smap.locate(tuple(path), key=key)[0] if c.smap is not None else 0
 
 
 def _walk(old, new, path=()):
@@ -214,12 +214,12 @@ def diff_checked(old: Checked, new: Checked) -> Diff:
         if name in on or name in back:
             continue
         d.added.append({"name": name, "section": sec, "type": cfg.type,
-                        "line": _line(new, (sec, name)), "params": _count(pn, name)})
+                        "line": _line(new, (sec, name), key=True), "params": _count(pn, name)})
     for name, (sec, cfg) in on.items():
         if name in nn_ or name in ren:
             continue
         d.removed.append({"name": name, "section": sec, "type": cfg.type,
-                          "line": _line(old, (sec, name)), "params": _count(po, name)})
+                          "line": _line(old, (sec, name), key=True), "params": _count(po, name)})
     for x, y in ren.items():
         sec, cfg = nn_[y]
         note = ""
@@ -227,7 +227,7 @@ def diff_checked(old: Checked, new: Checked) -> Diff:
         if sec == "heads" and getattr(cfg, "target", None) is None and labelled:
             note = f"label column changes from '{x}' to '{y}' (a head without `target` reads the column of its name)"
         d.renamed.append({"old": x, "new": y, "section": sec, "type": cfg.type,
-                          "line": _line(new, (sec, y)), "note": note})
+                          "line": _line(new, (sec, y), key=True), "note": note})
 
     own_change = {a["name"] for a in d.added}
     structural = set()
@@ -334,17 +334,21 @@ def _causes(c: Checked, name: str, changed: set) -> list:
     return [n for n in c.graph.order if n in out]
 
 
+def _stateful(section: str, kind: str, params) -> bool:
+    """Whether a node has entries in the state dict: parameters, or buffers (a late fusion's weights)."""
+    return section != "inputs" and (params != "0" or kind == "late")
+
+
 def _checkpoint(d: Diff, old, new, po, pn, ren, back, own_change) -> None:
     reasons = []
     for a in d.added:
-        if a["params"] not in (None, "0"):
+        if _stateful(a["section"], a["type"], a["params"]):
             reasons.append(f"{a['section']}.{a['name']} is new ({a['params']} parameters)")
     for r in d.removed:
-        if r["params"] not in (None, "0"):
+        if _stateful(r["section"], r["type"], r["params"]):
             reasons.append(f"{r['section']}.{r['name']} is removed ({r['params']} parameters)")
     for r in d.renamed:
-        c = pn.nodes.get(r["new"])
-        if c is None or c.value != 0:
+        if _stateful(r["section"], r["type"], _count(pn, r["new"])):
             reasons.append(f"{r['section']}.{r['old']} is renamed {r['new']}: its state-dict keys change")
     listed = {f"{a['section']}.{a['name']}" for a in d.added + d.removed}
     for p in d.params:
