@@ -177,3 +177,42 @@ def unused_nodes(g: Graph) -> list[str]:
         needed.add(n)
         stack.extend(g.edges.get(n, []))
     return [n for n in g.nodes if n not in needed]
+
+
+def loss_predictions(g: Graph) -> list[str]:
+    """Heads and late fusions that carry a loss (the terms of the total loss), in graph order."""
+    return [n for n in g.predictions() if getattr(g.nodes[n], "loss", None) is not None]
+
+
+def ancestors(g: Graph, name: str) -> set:
+    """``name`` and every node it reads, directly or not."""
+    seen, stack = set(), [name]
+    while stack:
+        n = stack.pop()
+        if n in seen:
+            continue
+        seen.add(n)
+        stack.extend(g.edges.get(n, []))
+    return seen
+
+
+def shared_nodes(g: Graph) -> list[str]:
+    """Nodes every loss reads through the same output, that can hold trainable layers, in
+    topological order (the last one holds the "last shared layer" GradNorm watches).
+
+    Inputs (no parameters), frozen encoders and nodes with one output per task (an ``mmoe``: each
+    task reads its own gated mixture) are not shared layers.
+    """
+    preds = loss_predictions(g)
+    if not preds:
+        return []
+    common = set.intersection(*(ancestors(g, p) for p in preds))
+    out = []
+    for n in g.order:
+        cfg = g.nodes[n]
+        if n not in common or g.section[n] == "inputs" or getattr(cfg, "trainable", True) is False:
+            continue
+        if getattr(cfg, "task_outputs", None):
+            continue
+        out.append(n)
+    return out
