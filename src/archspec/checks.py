@@ -46,12 +46,14 @@ def infer_shapes(ctx: Context) -> None:
     g = ctx.graph
     for name in g.order:
         cfg = g.nodes[name]
-        ins = [ctx.shapes.get(s) for s in g.edges[name]]
+        ins = [ctx.shapes.get(s) for s in g.sources(name)]
         if any(s is None for s in ins) or len(ins) != len(cfg.references()):
             continue  # upstream already broken and reported
         if not _modalities_ok(ctx, name, cfg, ins):
             continue
-        ctx.shapes[name] = cfg.infer(ins, ctx.at(g.path(name)))
+        shape = ctx.shapes[name] = cfg.infer(ins, ctx.at(g.path(name)))
+        for task in getattr(cfg, "task_outputs", None) or ():  # what `node.task` gives: (B, D) features
+            ctx.shapes[f"{name}.{task}"] = Shape(FEATURES, shape.dims[1:])
 
 
 def _modalities_ok(ctx: Context, name: str, cfg, ins: list[Shape]) -> bool:
@@ -260,9 +262,17 @@ def check_unused(ctx: Context) -> None:
     g = ctx.graph
     if not g.predictions():
         return  # no heads at all: E-NO-HEADS says so once, rather than every node being "unused"
-    for name in unused_nodes(g):
+    unused = unused_nodes(g)
+    for name in unused:
         ctx.report("W-UNUSED", g.path(name), f"'{name}' is not used by any head",
                    "connect it or remove it", severity=WARNING, key=True)
+    read = {k for n in g.nodes for k in g.sources(n)}
+    for name, cfg in g.nodes.items():
+        for i, task in enumerate(getattr(cfg, "task_outputs", None) or ()):
+            if name not in unused and f"{name}.{task}" not in read:
+                ctx.report("W-UNUSED", g.path(name) + ("tasks", i), f"task output '{name}.{task}' is read by "
+                           "no node: its gate is trained by nothing", f"read it (e.g. a head with `from: "
+                           f"{name}.{task}`) or remove the task", severity=WARNING)
 
 
 def check_training(ctx: Context) -> None:

@@ -19,6 +19,8 @@ LOGITS = "logits"  # unnormalised class scores (B, C)
 PROBS = "probs"  # probabilities in [0, 1] (B, C)
 SCORE = "score"  # a similarity score (B,)
 VALUES = "values"  # regression outputs (B, D)
+SEQUENCE = "sequence"  # float vectors per position (B, T, D), with a padding mask "<node>.mask" (B, T)
+TASKS = "tasks"  # one feature vector per task (B, K, D): read one task's as "<node>.<task>" (B, D)
 
 
 @dataclass(frozen=True)
@@ -27,7 +29,7 @@ class Shape:
 
     Attributes:
         kind: what the values are (``tokens``, ``image``, ``features``, ``index``, ``logits``,
-            ``probs``, ``score``, ``values``).
+            ``probs``, ``score``, ``values``, ``sequence``, ``tasks``).
         dims: dimensions after the batch; ``None`` marks a dimension deferred to build time.
         dtype: ``float32`` or ``int64``.
         range: for scores, the value range (e.g. ``(-1.0, 1.0)`` for a raw cosine), else ``None``.

@@ -42,7 +42,7 @@ def summarize(model) -> dict:
             "name": name,
             "section": g.section[name],
             "type": g.nodes[name].type,
-            "inputs": list(g.edges.get(name, [])),
+            "inputs": g.sources(name),
             "shape": ["B", *shape.dims],
             "kind": shape.kind,
             "dtype": shape.dtype,

@@ -105,3 +105,72 @@ def build_late(cfg, in_shapes, ctx) -> nn.Module:
     member_probs = [s.kind == "probs" for s in in_shapes]
     threshold = getattr(ctx.node(cfg.inputs[0]), "threshold", 0.5)
     return LateFusion(cfg.combine, weights, kind, member_probs, cfg.training == "independent", threshold)
+
+
+class ExtractionLevel(nn.Module):
+    """One level of MMoE/PLE: shared experts, optional experts per task, one softmax gate per task
+    (and, below the top level of PLE, a shared gate over every expert)."""
+
+    def __init__(self, in_width: int, tasks: int, shared: int, per_task: int, widths: list[int], act: str,
+                 dropout: float, shared_gate: bool):
+        super().__init__()
+
+        def expert() -> nn.Module:
+            return dense_stack(in_width, widths, act, dropout, "none")[0]
+
+        self.shared = nn.ModuleList(expert() for _ in range(shared))
+        self.task = nn.ModuleList(nn.ModuleList(expert() for _ in range(per_task)) for _ in range(tasks))
+        # gates as in both papers: softmax(W x), no bias; a task's gate mixes its own experts, then the shared
+        self.gates = nn.ModuleList(nn.Linear(in_width, per_task + shared, bias=False) for _ in range(tasks))
+        self.shared_gate = nn.Linear(in_width, tasks * per_task + shared, bias=False) if shared_gate else None
+
+    def gate_weights(self, task_inputs: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Each task's gate: ``(B, experts it mixes)`` probabilities."""
+        return [torch.softmax(gate(x), dim=-1) for gate, x in zip(self.gates, task_inputs)]
+
+    def forward(self, task_inputs: list[torch.Tensor], shared_input: torch.Tensor):
+        shared = [e(shared_input) for e in self.shared]  # each (B, D)
+        outs, own_all = [], []
+        for x, own_experts, gate in zip(task_inputs, self.task, self.gates):
+            own = [e(x) for e in own_experts]
+            own_all += own
+            experts = torch.stack(own + shared, dim=1)  # (B, E, D)
+            g = torch.softmax(gate(x), dim=-1)  # (B, E)
+            outs.append(torch.bmm(g.unsqueeze(1), experts).squeeze(1))  # (B, D)
+        if self.shared_gate is None:
+            return outs, None
+        experts = torch.stack(own_all + shared, dim=1)
+        g = torch.softmax(self.shared_gate(shared_input), dim=-1)
+        return outs, torch.bmm(g.unsqueeze(1), experts).squeeze(1)
+
+
+class MMoE(nn.Module):
+    """MMoE / PLE: ``(B, D_in)`` inputs (concatenated) → ``(B, K, D)``, one gated mixture per task."""
+
+    def __init__(self, levels: list[ExtractionLevel]):
+        super().__init__()
+        self.levels = nn.ModuleList(levels)
+
+    def gate_weights(self, *xs: torch.Tensor) -> list[torch.Tensor]:
+        """The first level's gate probabilities per task, ``(B, E)`` each (for inspection)."""
+        x = torch.cat(xs, dim=-1) if len(xs) > 1 else xs[0]
+        return self.levels[0].gate_weights([x] * len(self.levels[0].gates))
+
+    def forward(self, *xs: torch.Tensor) -> torch.Tensor:
+        x = torch.cat(xs, dim=-1) if len(xs) > 1 else xs[0]
+        task_inputs, shared = [x] * len(self.levels[0].gates), x
+        for level in self.levels:
+            task_inputs, shared = level(task_inputs, shared)
+        return torch.stack(task_inputs, dim=1)  # (B, K, D)
+
+
+@register_builder("fusion", "mmoe")
+def build_mmoe(cfg, in_shapes, ctx) -> nn.Module:
+    width = sum(ctx.width(s) for s in in_shapes)
+    levels = []
+    for i in range(cfg.levels):
+        top = i == cfg.levels - 1
+        levels.append(ExtractionLevel(width, len(cfg.tasks), cfg.experts, cfg.task_experts, list(cfg.expert_layers),
+                                      cfg.activation, cfg.dropout, shared_gate=not top))
+        width = cfg.expert_layers[-1]
+    return MMoE(levels)

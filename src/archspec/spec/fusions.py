@@ -6,10 +6,10 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from ..errors import ERROR, did_you_mean
+from ..errors import ERROR, WARNING, did_you_mean
 from ..registry import register_config
-from ..shapes import FEATURES, LOGITS, PROBS, Shape
-from .base import Layers, Name, Node, NonNegFloat, PositiveInt
+from ..shapes import FEATURES, LOGITS, PROBS, SEQUENCE, TASKS, Shape
+from .base import Activation, Layers, Name, Node, NonNegFloat, PositiveInt, Probability
 from .losses import LossConfig
 
 
@@ -112,3 +112,58 @@ class LateFusionConfig(FusionNode):
 
     def resolved_metrics(self) -> list[str]:
         return list(self.metrics) if self.metrics is not None else []
+
+
+TaskName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", min_length=1, max_length=64)]
+
+
+@register_config("fusion", "mmoe")
+class MMoEFusionConfig(Node):
+    """Multi-gate mixture of experts (MMoE, Ma et al., KDD 2018): expert MLPs over the (concatenated)
+    inputs and one softmax gate per task, each task reading its own mixture of the experts. With
+    `task_experts` it becomes PLE (Tang et al., RecSys 2020): each task also has experts of its own
+    (a gate mixes those with the shared ones), stacked over `levels`. A head reads one task's
+    output with a dotted reference: `from: NODE.TASK`."""
+
+    section = "fusions"
+    type: Literal["mmoe"]
+    inputs: Annotated[list[Name], Field(min_length=1)]
+    """The nodes read (feature vectors, concatenated): usually one shared encoder or early fusion."""
+    tasks: Annotated[list[TaskName], Field(min_length=2)]
+    """Names of the task outputs, e.g. `[genres, reception]`; heads read them as `NODE.TASK`."""
+    experts: PositiveInt = 4
+    """Experts shared by every task (per level)."""
+    task_experts: Annotated[int, Field(ge=0, strict=True)] = 0
+    """Experts of each task's own (per level); > 0 is PLE's customised gate control."""
+    levels: Annotated[int, Field(gt=0, le=8, strict=True)] = 1
+    """Extraction levels (PLE); above the first, each level reads the previous level's task and
+    shared mixtures."""
+    expert_layers: Annotated[list[PositiveInt], Field(min_length=1)] = [64]
+    """Widths of each expert's dense layers; the last is the width of every task output."""
+    activation: Activation = "relu"
+    """Activation after each expert layer."""
+    dropout: Probability = 0.0
+    """Dropout after each expert layer's activation."""
+    accepts = frozenset({FEATURES})
+
+    @model_validator(mode="after")
+    def _unique(self):
+        for what, names in (("task", self.tasks), ("input", self.inputs)):
+            dup = sorted({t for t in names if names.count(t) > 1})
+            if dup:
+                raise ValueError(f"{what} listed twice: {', '.join(dup)} — list each once")
+        return self
+
+    @property
+    def task_outputs(self) -> tuple:
+        return tuple(self.tasks)
+
+    def references(self):
+        return [(("inputs", i), n) for i, n in enumerate(self.inputs)]
+
+    def infer(self, ins, ctx) -> Shape:
+        if self.levels > 1 and self.task_experts == 0:
+            ctx.report("W-MMOE-LEVELS", ("levels",), f"{self.levels} levels without task experts stack "
+                       "identical mixtures: PLE's levels separate task-specific from shared experts",
+                       "set `task_experts` (e.g. 1), or `levels: 1`", severity=WARNING)
+        return Shape(TASKS, (len(self.tasks), self.expert_layers[-1]))
