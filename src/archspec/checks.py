@@ -11,7 +11,7 @@ from pathlib import Path
 from .errors import ERROR, NOTE, WARNING, Diagnostic, did_you_mean
 from .graph import Graph, unused_nodes
 from .load import SourceMap
-from .shapes import FEATURES, INDEX, LOGITS, PROBS, TOKENS, Shape
+from .shapes import FEATURES, INDEX, LOGITS, PROBS, SEQUENCE, TOKENS, Shape
 from .spec.metrics import known_metrics, metric_kinds
 
 _SQUASH = {"softmax", "sigmoid"}
@@ -66,7 +66,16 @@ def _modalities_ok(ctx: Context, name: str, cfg, ins: list[Shape]) -> bool:
         if g.is_late(name):
             continue  # a member without class probabilities: check_late_labels says so, in its terms
         path = g.path(name) + rel
-        if TOKENS in cfg.accepts and shape.kind == FEATURES:
+        src = g.nodes.get(ref.split(".")[0])
+        if shape.kind == SEQUENCE and FEATURES in cfg.accepts:
+            ctx.report("E-SEQUENCE", path, f"'{ref}' gives a sequence {shape.batch_shape()} (one vector per "
+                       f"position), but {cfg.type} reads one feature vector per example",
+                       f"set {_pool_hint(src)} on '{ref}', or read it with a `cross_attention` fusion")
+        elif SEQUENCE in cfg.accepts and shape.kind == FEATURES and _pool_hint(src, none=True):
+            ctx.report("E-SEQUENCE", path, f"{cfg.type} attends over a sequence, but '{ref}' pools its output "
+                       f"to one vector {shape.batch_shape()}", f"set {_pool_hint(src, none=True)} on '{ref}' "
+                       "to keep one vector per position")
+        elif TOKENS in cfg.accepts and shape.kind == FEATURES:
             ctx.report("E-FLOAT-IDS", path, f"'{ref}' gives float features {shape.batch_shape()}, but "
                        f"{cfg.type} reads token ids", "read a `text` input: it tokenizes and gives int64 ids "
                        "with an attention mask (never feed token ids through a float input)")
@@ -77,6 +86,17 @@ def _modalities_ok(ctx: Context, name: str, cfg, ins: list[Shape]) -> bool:
             ctx.report("E-MODALITY", path, f"{cfg.type} reads {wants}, but '{ref}' gives {shape}",
                        "connect " + " or ".join(fix.get(k, k) for k in sorted(cfg.accepts)))
     return ok
+
+
+def _pool_hint(cfg, none: bool = False) -> str:
+    """The setting that pools (or, ``none``, keeps) the sequence of an encoder that can give one."""
+    kind = getattr(cfg, "type", None)
+    key = {"transformer": "pooling", "embedding_bag": "pooling", "cnn": "global_pool"}.get(kind)
+    if key is None:
+        return "" if none else "pool it upstream"
+    if none:
+        return f"`{key}: none`"
+    return f"`{key}: {'avg' if kind == 'cnn' else 'mean'}`"
 
 
 def check_late_labels(ctx: Context) -> None:

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..registry import register_builder
-from .layers import L2Norm, dense_stack, norm1d
+from .layers import L2Norm, dense_stack, masked_pool, norm1d
 
 
 class EarlyFusion(nn.Module):
@@ -174,3 +174,71 @@ def build_mmoe(cfg, in_shapes, ctx) -> nn.Module:
                                       cfg.activation, cfg.dropout, shared_gate=not top))
         width = cfg.expert_layers[-1]
     return MMoE(levels)
+
+
+class CrossAttentionBlock(nn.Module):
+    """``x`` attends to ``context``: multi-head attention, residual + layer norm (post-norm, as in
+    the original Transformer), then an optional feed-forward block with its own residual + norm."""
+
+    def __init__(self, dim: int, context_dim: int, heads: int, dropout: float, feedforward: int | None):
+        super().__init__()
+        self.attn = nn.MultiheadAttention(dim, heads, dropout=dropout, kdim=context_dim, vdim=context_dim,
+                                          batch_first=True)
+        self.norm = nn.LayerNorm(dim)
+        self.drop = nn.Dropout(dropout)
+        self.ff = (nn.Sequential(nn.Linear(dim, feedforward), nn.GELU(), nn.Dropout(dropout),
+                                 nn.Linear(feedforward, dim)) if feedforward else None)
+        self.ff_norm = nn.LayerNorm(dim) if feedforward else None
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor, context_mask: torch.Tensor) -> torch.Tensor:
+        # (B, T, D), (B, S, Dc), (B, S) with 1 = real position -> (B, T, D)
+        pad = context_mask == 0
+        empty = pad.all(dim=1)  # a context with no real position (e.g. an empty text) attends to nothing
+        pad = pad & ~empty.unsqueeze(1)  # (avoids NaN from a softmax over nothing; zeroed below)
+        a, _ = self.attn(x, context, context, key_padding_mask=pad, need_weights=False)
+        a = a * (~empty).to(a.dtype)[:, None, None]
+        x = self.norm(x + self.drop(a))
+        if self.ff is not None:
+            x = self.ff_norm(x + self.drop(self.ff(x)))
+        return x
+
+
+class CrossAttention(nn.Module):
+    """``query`` ``(B, T, Dq)`` attends to ``context`` ``(B, S, Dc)`` over some layers, pooled over T
+    (bidirectional: both attend to each other per layer; the two pooled vectors concatenated)."""
+
+    def __init__(self, query_proj: nn.Module, context_proj: nn.Module, query_blocks: list[nn.Module],
+                 context_blocks: list[nn.Module], pooling: str):
+        super().__init__()
+        self.query_proj = query_proj
+        self.context_proj = context_proj
+        self.query_blocks = nn.ModuleList(query_blocks)
+        self.context_blocks = nn.ModuleList(context_blocks)  # empty unless bidirectional
+        self.pooling = pooling
+
+    def _pool(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        if self.pooling == "first":
+            return x[:, 0]
+        return masked_pool(x, mask, self.pooling)
+
+    def forward(self, q: torch.Tensor, q_mask: torch.Tensor, c: torch.Tensor, c_mask: torch.Tensor) -> torch.Tensor:
+        q, c = self.query_proj(q), self.context_proj(c)
+        if not len(self.context_blocks):
+            for block in self.query_blocks:
+                q = block(q, c, c_mask)
+            return self._pool(q, q_mask)  # (B, Dq)
+        for qb, cb in zip(self.query_blocks, self.context_blocks):
+            q, c = qb(q, c, c_mask), cb(c, q, q_mask)
+        return torch.cat([self._pool(q, q_mask), self._pool(c, c_mask)], dim=-1)  # (B, Dq + Dc)
+
+
+@register_builder("fusion", "cross_attention")
+def build_cross_attention(cfg, in_shapes, ctx) -> nn.Module:
+    wq, wc = ctx.width(in_shapes[0]), ctx.width(in_shapes[1])
+    dq, dc = cfg.dim or wq, cfg.dim or wc
+    qp = nn.Linear(wq, dq) if cfg.dim else nn.Identity()
+    cp = nn.Linear(wc, dc) if cfg.dim else nn.Identity()
+    qb = [CrossAttentionBlock(dq, dc, cfg.heads, cfg.dropout, cfg.feedforward) for _ in range(cfg.layers)]
+    cb = [CrossAttentionBlock(dc, dq, cfg.heads, cfg.dropout, cfg.feedforward)
+          for _ in range(cfg.layers)] if cfg.bidirectional else []
+    return CrossAttention(qp, cp, qb, cb, cfg.pooling)

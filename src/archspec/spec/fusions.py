@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, ClassVar, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from ..errors import ERROR, WARNING, did_you_mean
 from ..registry import register_config
@@ -146,13 +146,13 @@ class MMoEFusionConfig(Node):
     """Dropout after each expert layer's activation."""
     accepts = frozenset({FEATURES})
 
-    @model_validator(mode="after")
-    def _unique(self):
-        for what, names in (("task", self.tasks), ("input", self.inputs)):
-            dup = sorted({t for t in names if names.count(t) > 1})
-            if dup:
-                raise ValueError(f"{what} listed twice: {', '.join(dup)} — list each once")
-        return self
+    @field_validator("tasks", "inputs")
+    @classmethod
+    def _unique(cls, names, info):
+        dup = sorted({t for t in names if names.count(t) > 1})
+        if dup:
+            raise ValueError(f"{', '.join(repr(d) for d in dup)} listed twice in `{info.field_name}` — list each once")
+        return names
 
     @property
     def task_outputs(self) -> tuple:
@@ -167,3 +167,54 @@ class MMoEFusionConfig(Node):
                        "identical mixtures: PLE's levels separate task-specific from shared experts",
                        "set `task_experts` (e.g. 1), or `levels: 1`", severity=WARNING)
         return Shape(TASKS, (len(self.tasks), self.expert_layers[-1]))
+
+
+@register_config("fusion", "cross_attention")
+class CrossAttentionFusionConfig(Node):
+    """Cross-attention between two sequences (as in joint vision-language models): each position of
+    the `query` sequence attends to the `context` sequence (multi-head attention, residual + layer
+    norm, optional feed-forward), over `layers` layers; padded positions are masked. The result is
+    pooled over the query's positions (and, `bidirectional`, the context's, concatenated)."""
+
+    section = "fusions"
+    type: Literal["cross_attention"]
+    query: Name
+    """The sequence that attends (e.g. text tokens from a `transformer` with `pooling: none`)."""
+    context: Name
+    """The sequence attended to (e.g. image patches from a `cnn` with `global_pool: none`)."""
+    heads: Annotated[int, Field(gt=0, le=64, strict=True)] = 4
+    """Attention heads; the attending width must be divisible by it."""
+    layers: Annotated[int, Field(gt=0, le=24, strict=True)] = 1
+    """Stacked cross-attention layers."""
+    dim: PositiveInt | None = None
+    """Project both sequences to this width first (a linear layer each); default: keep their widths."""
+    feedforward: PositiveInt | None = None
+    """Hidden width of a position-wise feed-forward block (GELU) after each attention, with its own
+    residual + norm; default: none."""
+    dropout: Probability = 0.0
+    """Dropout on the attention weights and on each residual branch."""
+    bidirectional: bool = False
+    """Also let the context attend to the query (co-attention, both updated per layer); the two
+    pooled vectors are concatenated."""
+    pooling: Literal["mean", "max", "first"] = "mean"
+    """Sequence to vector over the unpadded positions: masked mean, masked max, or the first position."""
+    accepts = frozenset({SEQUENCE})
+
+    def references(self):
+        return [(("query",), self.query), (("context",), self.context)]
+
+    def widths(self, ins) -> tuple:
+        q, c = ins
+        return (self.dim or q.width, self.dim or c.width)
+
+    def infer(self, ins, ctx) -> Shape:
+        dq, dc = self.widths(ins)
+        streams = [("query", dq)] + ([("context", dc)] if self.bidirectional else [])
+        for which, width in streams:
+            if width is not None and width % self.heads:
+                near = [h for h in range(self.heads, 0, -1) if width % h == 0][0]
+                ctx.report("E-SHAPE", ("heads",), f"the {which} width {width} is not divisible by {self.heads} "
+                           "attention heads", f"use `heads: {near}`, or set `dim` to a multiple of {self.heads}")
+        if None in (dq, dc) and self.bidirectional:
+            return Shape(FEATURES, (None,))
+        return Shape(FEATURES, (dq + dc if self.bidirectional else dq,))
