@@ -236,6 +236,8 @@ def test_component_output_matches_inferred_shape(case):
     if type_ == "torchvision":  # the checker's BACKBONE_WIDTHS row is the real feature width
         assert tuple(out.shape) == (B, BACKBONE_WIDTHS[raw["model"]])
         assert FIXED_SIZE.get(raw["model"], in_shapes[0].dims[1]) == in_shapes[0].dims[1]
+    if hasattr(cfg, "static_params"):  # the torch-free count (archspec params) equals the module's
+        assert cfg.static_params(in_shapes) == sum(p.numel() for p in module.parameters())
     if inferred.kind == PROBS:
         assert bool(((out >= 0) & (out <= 1 + 1e-6)).all())
     if inferred.kind == SCORE and inferred.range is not None and getattr(cfg, "temperature", 1) is None:

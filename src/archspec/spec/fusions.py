@@ -168,6 +168,23 @@ class MMoEFusionConfig(Node):
                        "set `task_experts` (e.g. 1), or `levels: 1`", severity=WARNING)
         return Shape(TASKS, (len(self.tasks), self.expert_layers[-1]))
 
+    def static_params(self, in_shapes) -> int | None:
+        """Parameters, from the input widths alone (None when one is deferred)."""
+        widths = [s.width for s in in_shapes]
+        if None in widths:
+            return None
+        width, total, k = sum(widths), 0, len(self.tasks)
+        for level in range(self.levels):
+            expert, w = 0, width
+            for out in self.expert_layers:
+                expert, w = expert + w * out + out, out
+            total += (self.experts + k * self.task_experts) * expert
+            total += k * width * (self.task_experts + self.experts)  # task gates (no bias)
+            if level < self.levels - 1:
+                total += width * (k * self.task_experts + self.experts)  # PLE's shared gate
+            width = self.expert_layers[-1]
+        return total
+
 
 @register_config("fusion", "cross_attention")
 class CrossAttentionFusionConfig(Node):
@@ -218,3 +235,21 @@ class CrossAttentionFusionConfig(Node):
         if None in (dq, dc) and self.bidirectional:
             return Shape(FEATURES, (None,))
         return Shape(FEATURES, (dq + dc if self.bidirectional else dq,))
+
+    def static_params(self, in_shapes) -> int | None:
+        """Parameters, from the input widths alone (None when one is deferred)."""
+        wq, wc = in_shapes[0].width, in_shapes[1].width
+        if wq is None or wc is None:
+            return None
+        dq, dc = self.widths(in_shapes)
+        total = (wq * dq + dq + wc * dc + dc) if self.dim else 0
+
+        def block(d, kd):
+            attn = (3 * d * d if kd == d else d * d + 2 * d * kd) + 3 * d + d * d + d  # q/k/v, bias, out
+            ff = (2 * d * self.feedforward + self.feedforward + d + 2 * d) if self.feedforward else 0
+            return attn + 2 * d + ff  # + layer norm
+
+        total += self.layers * block(dq, dc)
+        if self.bidirectional:
+            total += self.layers * block(dc, dq)
+        return total
