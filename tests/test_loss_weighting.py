@@ -85,7 +85,7 @@ def test_gradnorm_alpha_pulls_back_the_task_that_learns_faster():
     gn(outputs(), {}, train=True)  # records L_i(0)
     gn.initial = [gn.initial[0], gn.initial[1] * 4]  # as if task b had fallen to a quarter of its start
     out = outputs()
-    values = [float(v) for v in out.values()]
+    values = [float(v.detach()) for v in out.values()]
     gn(out, {}, train=True)
     r = [values[0] / gn.initial[0], values[1] / gn.initial[1]]
     r = [x / (sum(r) / 2) for x in r]

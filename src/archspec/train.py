@@ -24,7 +24,7 @@ from .errors import CheckpointError, TrainingError
 from .loss_weighting import make_weighting
 from .optim import lr_at, make_optimizer
 from .pipeline import Checked, check_file, check_text
-from .predict_utils import batches, evaluate_outputs, run_model, take
+from .outputs import batches, evaluate_outputs, run_model, take
 from .progress import Progress
 
 
