@@ -97,6 +97,26 @@ def test_gradnorm_alpha_pulls_back_the_task_that_learns_faster():
     assert (norms[0] < target_a) == (g[0] < 0)
 
 
+def test_a_loss_with_weight_zero_is_left_out():
+    shared, outputs = _two_task_case()
+    fn = _loss(["a", "b", "off"], [1.0, 1.0, 0.0])
+
+    def three():
+        out = outputs()
+        return {**out, "off": out["a"] * 3.0}
+
+    gn = GradNormWeighting(fn, shared.weight, alpha=1.5, lr=0.05)
+    for _ in range(5):
+        gn(three(), {}, train=True)
+        gn.step()
+    w = gn.weights()
+    assert w[2] == 0.0 and sum(w) == pytest.approx(2.0, abs=1e-5)
+    unc = UncertaintyWeighting(fn)
+    total, _ = unc(three(), {})
+    total.backward()
+    assert unc.log_var.grad[2] == 0.0 and unc.log_var.grad[0] != 0.0
+
+
 def test_dwa_weights_follow_the_loss_ratios():
     fn = _loss(["a", "b"])
     dwa = DWAWeighting(fn, temperature=2.0)

@@ -229,10 +229,10 @@ def check_loss_weighting(ctx: Context) -> None:
     if lw.type == "fixed":
         return
     path = ("training", "loss_weighting", "type")
-    preds = loss_predictions(ctx.graph)
+    preds = [p for p in loss_predictions(ctx.graph) if ctx.graph.nodes[p].loss.weight > 0]
     if len(preds) < 2:
         ctx.report("E-LOSS-WEIGHTING", path, f"`{lw.type}` weights several losses against each other, but the "
-                   f"spec has {len(preds)} loss" + ("" if len(preds) == 1 else "es"),
+                   f"spec has {len(preds)} loss" + ("" if len(preds) == 1 else "es") + " with a weight above 0",
                    "remove `loss_weighting` (fixed weights), or add heads with losses")
     elif lw.type == "gradnorm" and not shared_nodes(ctx.graph):
         ctx.report("E-LOSS-WEIGHTING", path, "gradnorm balances gradient norms on the last layer every loss "

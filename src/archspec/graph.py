@@ -228,7 +228,7 @@ def shared_nodes(g: Graph) -> list[str]:
     Inputs (no parameters), frozen encoders and nodes with one output per task (an ``mmoe``: each
     task reads its own gated mixture) are not shared layers.
     """
-    preds = loss_predictions(g)
+    preds = [p for p in loss_predictions(g) if getattr(g.nodes[p].loss, "weight", 1) > 0]
     if not preds:
         return []
     common = set.intersection(*(ancestors(g, p) for p in preds))

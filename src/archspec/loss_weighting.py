@@ -128,10 +128,12 @@ class UncertaintyWeighting(LossWeighting):
         s = self.log_var
         total = None
         for i, name in enumerate(self.names):
+            if self.prior[i] == 0:
+                continue  # `weight: 0` keeps a head without training on it (its s would fall forever)
             si = s[i]
             term = self.scale[i] * self.prior[i] * torch.exp(-si) * values[name] + 0.5 * si
             total = term if total is None else total + term
-        return total
+        return total if total is not None else sum(v * 0.0 for v in values.values())
 
     def weights(self):
         with torch.no_grad():
@@ -162,8 +164,11 @@ class GradNormWeighting(LossWeighting):
     def __init__(self, loss_fn, layer: torch.nn.Parameter, alpha: float = 1.5, lr: float = 0.025):
         super().__init__(loss_fn)
         k = len(self.names)
+        # a loss with `weight: 0` is not trained on: its weight stays 0 and it takes no part
+        self.active = torch.tensor([p > 0 for p in self.prior], device=layer.device)
+        n_active = int(self.active.sum())
         total = sum(self.prior)
-        init = [k * p / total for p in self.prior] if total > 0 else [1.0] * k
+        init = [n_active * p / total for p in self.prior] if total > 0 else [1.0] * k
         self.w = torch.nn.Parameter(torch.tensor(init, dtype=torch.float32, device=layer.device))
         self.layer = layer
         self.alpha = float(alpha)
@@ -188,19 +193,22 @@ class GradNormWeighting(LossWeighting):
         # G_i = ||∇_W w_i L_i|| = w_i ||∇_W L_i||; the gradient of L_grad = Σ |G_i - target_i| w.r.t.
         # w_i is then sign(G_i - target_i) ||∇_W L_i||, with the target held constant (as in the paper).
         norms = []
-        for v in losses:
-            (g,) = torch.autograd.grad(v, self.layer, retain_graph=True, allow_unused=True)
+        for v, on in zip(losses, self.active.tolist()):
+            g = None
+            if on:
+                (g,) = torch.autograd.grad(v, self.layer, retain_graph=True, allow_unused=True)
             norms.append(torch.zeros((), device=self.w.device) if g is None else g.detach().float().norm())
         g = torch.stack(norms)  # (K,)
         vals = [float(v.detach()) for v in losses]
         if self.initial is None:
             self.initial = vals
         ratio = torch.tensor([v / i if i > 0 else 1.0 for v, i in zip(vals, self.initial)], device=g.device)
-        r = ratio / ratio.mean()  # relative inverse training rate
+        act = self.active
+        r = ratio / ratio[act].mean()  # relative inverse training rate
         w = self.w.detach()
         weighted = w * g
-        target = weighted.mean() * r ** self.alpha
-        self._grad += torch.sign(weighted - target) * g
+        target = weighted[act].mean() * r ** self.alpha
+        self._grad += torch.where(act, torch.sign(weighted - target) * g, torch.zeros_like(g))
         self._n += 1
         self.last_norms = weighted.tolist()
 
@@ -211,8 +219,9 @@ class GradNormWeighting(LossWeighting):
         self.opt.step()
         self.opt.zero_grad(set_to_none=True)
         with torch.no_grad():
-            self.w.clamp_(min=1e-4)
-            self.w.mul_(len(self.names) / self.w.sum())  # Σ w_i = K
+            act = self.active
+            self.w.copy_(torch.where(act, self.w.clamp(min=1e-4), torch.zeros_like(self.w)))
+            self.w.mul_(int(act.sum()) / self.w.sum())  # Σ w_i = K (the losses trained on)
         self._grad.zero_()
         self._n = 0
 
