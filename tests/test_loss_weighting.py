@@ -171,3 +171,20 @@ def test_weights_are_logged_learned_and_resume_is_bit_identical(method, tmp_path
     fit(resume=str(run), max_steps=1000, **QUIET)
     _assert_identical(_weights(ref), _weights(run))
     assert _rows(run)[-1] == {**_rows(ref)[-1], "time_s": _rows(run)[-1]["time_s"]}
+
+
+def test_learning_curves_show_the_weights_when_they_change(tmp_path):
+    from PIL import Image
+
+    from archspec.plot import plot_run
+
+    def write(run, weights):
+        run.mkdir()
+        rows = [{"epoch": e + 1, "train_loss": 1.0 / (e + 1), "val/loss": 1.0, "val/y/accuracy": 0.5,
+                 "weight/y": w, "weight/z": 2 - w} for e, w in enumerate(weights)]
+        (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        return Image.open(plot_run(run)).size[0]
+
+    fixed = write(tmp_path / "fixed", [1.0, 1.0, 1.0])
+    learned = write(tmp_path / "learned", [1.0, 1.2, 1.5])
+    assert learned > fixed  # a third panel: the effective loss weights per epoch
