@@ -188,3 +188,18 @@ def test_learning_curves_show_the_weights_when_they_change(tmp_path):
     fixed = write(tmp_path / "fixed", [1.0, 1.0, 1.0])
     learned = write(tmp_path / "learned", [1.0, 1.2, 1.5])
     assert learned > fixed  # a third panel: the effective loss weights per epoch
+
+
+def test_the_last_shared_layer_comes_from_the_graph():
+    from archspec.build import compile_spec
+    from archspec.loss_weighting import last_shared_layer
+
+    from conftest import ROOT
+
+    node, names, _ = last_shared_layer(compile_spec(ROOT / "specs" / "movie_multitask_gradnorm.yaml"))
+    assert (node, names) == ("film", ["film.dense.0.weight"])
+    # an mmoe gives each task its own mixture, and `film` only concatenates: the layers feeding it
+    node, names, _ = last_shared_layer(compile_spec(ROOT / "specs" / "movie_mmoe.yaml"))
+    assert node == "film"
+    assert names == ["text_encoder.embedding.weight", "language_encoder.embedding.weight",
+                     "country_encoder.embedding.weight", "numbers_encoder.0.weight"]

@@ -157,12 +157,15 @@ class UncertaintyWeighting(LossWeighting):
 
 
 class GradNormWeighting(LossWeighting):
-    """Chen et al. (2018). ``layer`` is the weight tensor of the last shared layer."""
+    """Chen et al. (2018). ``layer`` is the weight tensor of the last shared layer (or a list of
+    tensors: the norm is taken over all of them, e.g. the last layers of a concatenation's branches)."""
 
     method = "gradnorm"
 
-    def __init__(self, loss_fn, layer: torch.nn.Parameter, alpha: float = 1.5, lr: float = 0.025):
+    def __init__(self, loss_fn, layer, alpha: float = 1.5, lr: float = 0.025):
         super().__init__(loss_fn)
+        self.layers = list(layer) if isinstance(layer, (list, tuple)) else [layer]
+        layer = self.layers[0]
         k = len(self.names)
         # a loss with `weight: 0` is not trained on: its weight stays 0 and it takes no part
         self.active = torch.tensor([p > 0 for p in self.prior], device=layer.device)
@@ -170,7 +173,6 @@ class GradNormWeighting(LossWeighting):
         total = sum(self.prior)
         init = [n_active * p / total for p in self.prior] if total > 0 else [1.0] * k
         self.w = torch.nn.Parameter(torch.tensor(init, dtype=torch.float32, device=layer.device))
-        self.layer = layer
         self.alpha = float(alpha)
         self.opt = torch.optim.Adam([self.w], lr=lr)
         self.initial: list[float] | None = None  # L_i(0)
@@ -196,8 +198,9 @@ class GradNormWeighting(LossWeighting):
         for v, on in zip(losses, self.active.tolist()):
             g = None
             if on:
-                (g,) = torch.autograd.grad(v, self.layer, retain_graph=True, allow_unused=True)
-            norms.append(torch.zeros((), device=self.w.device) if g is None else g.detach().float().norm())
+                grads = torch.autograd.grad(v, self.layers, retain_graph=True, allow_unused=True)
+                g = [x.detach().float().pow(2).sum() for x in grads if x is not None] or None
+            norms.append(torch.zeros((), device=self.w.device) if g is None else torch.stack(g).sum().sqrt())
         g = torch.stack(norms)  # (K,)
         vals = [float(v.detach()) for v in losses]
         if self.initial is None:
@@ -310,24 +313,36 @@ class DWAWeighting(LossWeighting):
         self._w = self._compute()
 
 
-def last_shared_layer(model) -> tuple[str, str, torch.nn.Parameter]:
-    """``(node, parameter name, weight)`` of the last shared layer: the last weight matrix (or
-    kernel) of the last node every loss reads that has one.
+def last_shared_layer(model) -> tuple[str, list[str], list[torch.nn.Parameter]]:
+    """``(node, parameter names, weights)`` of the last shared layer: the last weight matrix (or
+    kernel, or embedding table) of the last node every loss reads. When that node has no weights
+    of its own (an early fusion that only concatenates, an identity encoder), the last layers of
+    the nodes it reads, together: they are what its output is made of.
 
     Raises:
         TrainingError: the losses share no trainable layer.
     """
     from .graph import shared_nodes
 
-    for node in reversed(shared_nodes(model.checked.graph)):
-        module = model.node_module(node)
+    g = model.checked.graph
+
+    def last_layers(node: str, seen: set) -> list[tuple[str, torch.nn.Parameter]]:
+        if node in seen or g.section.get(node) == "inputs":
+            return []
+        seen.add(node)
         last = None
-        for mname, sub in module.named_modules():
+        for mname, sub in model.node_module(node).named_modules():
             for pname, p in sub.named_parameters(recurse=False):
                 if p.requires_grad and p.dim() >= 2:
-                    last = (f"{mname}.{pname}" if mname else pname, p)
+                    last = (f"{node}.{mname}.{pname}" if mname else f"{node}.{pname}", p)
         if last is not None:
-            return node, last[0], last[1]
+            return [last]
+        return [x for src in g.edges.get(node, []) for x in last_layers(src, seen)]
+
+    for node in reversed(shared_nodes(g)):
+        found = last_layers(node, set())
+        if found:
+            return node, [n for n, _ in found], [p for _, p in found]
     raise TrainingError("gradnorm needs a layer that every loss trains, but the losses share no trainable "
                         "layer — read the heads from one shared encoder or fusion, or use `loss_weighting: "
                         "{type: uncertainty}` / `dwa`")
