@@ -56,6 +56,8 @@ class InputData:
     """The data behaviour of one input type. Subclasses override what differs from a one-column input."""
 
     type: str = ""
+    #: per-row work worth worker processes (decoding, tokenizing): the default ``num_workers`` > 0
+    heavy: bool = False
 
     def columns(self, cfg, available) -> list[str] | None:
         """The columns this input reads in a file with ``available`` columns (``None``: not there)."""
@@ -67,6 +69,10 @@ class InputData:
 
     def check(self, cfg, df: pd.DataFrame, ctx: Context) -> list[Problem]:
         """Pre-flight problems in a chunk of rows: cheap (no image is decoded), located by row and column."""
+        return []
+
+    def fit_columns(self, cfg, available) -> list[str]:
+        """The columns the fit reads (none by default: the streaming fit pass skips the input)."""
         return []
 
     def fitter(self, cfg, ctx: Context) -> Fitter:
@@ -176,6 +182,9 @@ class NumericData(InputData):
     def check(self, cfg, df, ctx):
         return [p for c in cfg.columns if c in df.columns for p in convert.numbers(df[c], c, f"{ctx.node} value")[1]]
 
+    def fit_columns(self, cfg, available):
+        return self.columns(cfg, available) or []
+
     def fitter(self, cfg, ctx):
         return _RunningScale(cfg, ctx)
 
@@ -220,6 +229,9 @@ class _CategoryCounts(Fitter):
 @register_input_data("categorical")
 class CategoricalData(InputData):
     """One column of categories → int64 ``(B,)``; 0 = unseen or missing, ``i + 1`` = ``vocabulary[i]``."""
+
+    def fit_columns(self, cfg, available):
+        return [] if cfg.categories is not None else self.columns(cfg, available) or []
 
     def fitter(self, cfg, ctx):
         if cfg.categories is not None:
@@ -280,6 +292,11 @@ class _TextFit(Fitter):
 class TextData(InputData):
     """Text → int64 token ids ``(B, max_length)`` and ``name.mask`` (1 = token, 0 = padding)."""
 
+    heavy = True
+
+    def fit_columns(self, cfg, available):
+        return self.columns(cfg, available) or [] if cfg.tokenizer.type == "wordpiece" else []
+
     def fitter(self, cfg, ctx):
         return _TextFit(cfg, ctx)
 
@@ -309,6 +326,8 @@ class ImageData(InputData):
 
     The pre-flight reads each file's header only (open + verify); nothing is fitted.
     """
+
+    heavy = True
 
     def check(self, cfg, df, ctx):
         return check_images(df[cfg.column], cfg.column, ctx.data_dir, ctx.node)

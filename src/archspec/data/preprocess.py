@@ -452,9 +452,8 @@ def fit_table(checked, table, rows=None, *, fit_rows: int | None = None, seed: i
     rows = np.arange(table.num_rows) if rows is None else np.asarray(rows)
     specs = prediction_targets(checked)
     cols = []
-    for cfg in checked.spec.inputs.values():
-        if cfg.type != "image":  # nothing is fitted on pixels: the paths are not even read
-            cols += input_data(cfg.type).columns(cfg, table.columns) or []
+    for cfg in checked.spec.inputs.values():  # e.g. nothing is fitted on images: not even their paths are read
+        cols += input_data(cfg.type).fit_columns(cfg, table.columns)
     label_cols = [c for t in specs.values() for c in ((vector_layout(t.column, t.size, table.columns) or [])
                                                       if t.kind == "regression" else [t.column])]
     label_cols = [c for c in dict.fromkeys(label_cols) if c in set(table.columns)]

@@ -277,8 +277,8 @@ def _read_chunks(path: Path, fmt: str):
 def _text_table(df: pd.DataFrame):
     import pyarrow as pa
 
-    arrays = [pa.array([None if v is None or (isinstance(v, float) and v != v) else str(v) for v in df[c]],
-                       type=pa.string()) for c in df.columns]
+    arrays = [pa.array(df[c].astype(object).where(df[c].notna(), None).tolist(), type=pa.string())
+              for c in df.columns]
     return pa.table(arrays, names=list(df.columns))
 
 

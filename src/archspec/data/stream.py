@@ -58,8 +58,8 @@ class BatchKey(NamedTuple):
 
 
 def default_workers(checked) -> int:
-    """``training.num_workers`` when set; otherwise 0 for specs without image or text inputs (their
-    batches cost almost nothing to build) and ``min(8, CPUs − 1)`` for the rest.
+    """``training.num_workers`` when set; otherwise 0 for specs without a heavy input (image, text:
+    batches of numbers cost almost nothing to build) and ``min(8, CPUs − 1)`` for the rest.
 
     Example:
         >>> from archspec.pipeline import check_text
@@ -71,7 +71,9 @@ def default_workers(checked) -> int:
     t = checked.spec.training
     if t.num_workers is not None:
         return int(t.num_workers)
-    if not any(cfg.type in ("image", "text") for cfg in checked.spec.inputs.values()):
+    from .inputs import input_data
+
+    if not any(input_data(cfg.type).heavy for cfg in checked.spec.inputs.values()):
         return 0
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return max(0, min(8, cpus - 1))
