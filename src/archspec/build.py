@@ -136,6 +136,8 @@ def compile_spec(source, *, seed: int | None = None, preprocessor=None, dry_run:
     vocab = _vocab_sizes(checked, preprocessor)
     ctx = BuildContext(checked, vocab)
     inputs = {n: checked.shapes[n] for n in g.order if g.section[n] == "inputs"}
+    # a head of another run (`type: run`) reads that run's output, which the data path feeds in
+    inputs.update({n + ".member": checked.shapes[n] for n in g.order if getattr(g.nodes[n], "type", None) == "run"})
 
     # tiny batch flowing through the graph as we build
     probe = CompiledModel([], {}, {}, [], {}, [], inputs, {}, {})
@@ -165,6 +167,8 @@ def compile_spec(source, *, seed: int | None = None, preprocessor=None, dry_run:
             args.append(s)
             if shapes[s].kind in (TOKENS, SEQUENCE):  # a sequence travels with its padding mask
                 args.append(s + ".mask")
+        if cfg.type == "run":
+            args = [name + ".member"]
         plan.append((name, section, args))
         modules[name] = module
         if cfg.type == "similarity":

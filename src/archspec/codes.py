@@ -71,6 +71,10 @@ CODES: dict[str, tuple[str, str]] = {
     "E-LATE-LABELS": ("Late fusion members disagree",
                       "A late fusion combines predictions over one label space and target; its members predict "
                       "different classes or columns, or have no class probabilities."),
+    "E-RUN-MEMBER": ("Member run unusable",
+                     "A `type: run` head names a run directory that is not a trained run, a head that run does "
+                     "not have, or a run whose spec no longer checks. Train the member run first, or fix `run` / "
+                     "`head`."),
     "E-LATE-WEIGHTS": ("Late fusion weights invalid",
                        "One weight per member, summing to 1, and only for combinations that take fixed weights."),
     "E-LATE-LOSS": ("Late fusion loss invalid",

@@ -259,7 +259,7 @@ def label_space(g: Graph, name: str):
             name = cfg.inputs[0]
             continue
         if g.section[name] == "heads":
-            return cfg.label_space(), target or cfg.target or name
+            return cfg.label_space(), target or getattr(cfg, "target_column", None) or cfg.target or name
         return None, None
     return None, None
 

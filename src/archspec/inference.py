@@ -39,7 +39,7 @@ def load_run(run_dir, which: str = "best"):
     return model, pre, checked
 
 
-def _loader(checked, pre, data_file, *, need_targets: bool, batch_size: int, **kw):
+def _loader(checked, pre, data_file, *, need_targets: bool, batch_size: int, members: bool = True, **kw):
     """The one data path (:class:`~archspec.data.Loader`) over a whole file, in file order, after a
     streaming pre-flight."""
     from .data import Loader, default_workers, open_table, preflight_table
@@ -51,8 +51,13 @@ def _loader(checked, pre, data_file, *, need_targets: bool, batch_size: int, **k
     on_bad_row = checked.spec.training.on_bad_row
     preflight_table(checked, table, None, "evaluate" if need_targets else "predict", targets=need_targets,
                     on_bad_row=on_bad_row)
-    return Loader(table, pre, batch_size=batch_size, targets=need_targets, num_workers=default_workers(checked),
-                  rank=0, world_size=1, on_bad_row=on_bad_row, **kw)
+    loader = Loader(table, pre, batch_size=batch_size, targets=need_targets, num_workers=default_workers(checked),
+                    rank=0, world_size=1, on_bad_row=on_bad_row, **kw)
+    if not members:
+        return loader
+    from .members import with_members
+
+    return with_members(checked, pre, loader, table, log=lambda *a: None)
 
 
 def evaluate(run_dir, data_file, batch_size: int = 256, baseline: bool = False):

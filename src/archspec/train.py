@@ -237,6 +237,11 @@ def fit(spec_path=None, *, data: str | None = None, out: str | None = None, resu
     val_loader = Loader(val_table, pre, val_rows, batch_size=max(tcfg.batch_size, 256), rank=0, world_size=1,
                         name="validation", **loader_args) if len(val_rows) else None
 
+    from .members import with_members  # heads of other runs (`type: run`): their outputs join the batches
+
+    train_loader = with_members(checked, pre, train_loader, table, say)
+    val_loader = with_members(checked, pre, val_loader, val_table, say)
+
     # --- model, loss, optimizer --------------------------------------------------------------
     model = compile_spec(checked, preprocessor=pre).to(device)
     if is_main and resume is None:

@@ -47,6 +47,11 @@ def head_target(name: str, cfg) -> TargetSpec | None:
     t = cfg.type
     if t == "gbdt":  # a gradient-boosted head takes the target of the neural head of its task
         t = cfg.task
+    if t == "run":  # a member of another run: that run's head, read from this spec's target column
+        if cfg.member is None:
+            return None
+        column, cfg = cfg.target_column or name, cfg.member
+        t = cfg.task if cfg.type == "gbdt" else cfg.type
     if t == "multiclass":
         size, names = _sized(cfg.classes)
         return TargetSpec(name, "multiclass", column, size, names, name)

@@ -68,3 +68,16 @@ def build_gbdt(cfg, in_shapes, ctx) -> nn.Module:
     widths = [1 if s.kind == "index" else ctx.width(s) for s in in_shapes]
     outputs = cfg.outputs if cfg.task == "regression" else (1 if cfg.task == "binary" else cfg.label_space()[1])
     return GBDTHead(cfg.task, outputs, [s.kind == "index" for s in in_shapes], widths)
+
+
+class RunMember(nn.Module):
+    """A head of another trained run: its outputs arrive with the batch (``"<name>.member"``, computed
+    by that run's own model and preprocessing, see :mod:`archspec.members`); frozen, no parameters."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.detach()
+
+
+@register_builder("head", "run")
+def build_run_member(cfg, in_shapes, ctx) -> nn.Module:
+    return RunMember()
