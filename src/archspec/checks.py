@@ -53,7 +53,7 @@ def check_late_labels(ctx: Context) -> None:
         for i, m in enumerate(cfg.inputs):
             space, target = label_space(g, m)
             if space is None:
-                if m in g.nodes and g.section.get(m) == "heads":
+                if m in g.nodes and g.section.get(m) == "heads" and g.nodes[m].type != "run":  # run: E-RUN-MEMBER
                     ctx.report("E-LATE-LABELS", g.path(name) + ("inputs", i), f"'{m}' is a "
                                f"{g.nodes[m].type} head, which has no class probabilities to combine",
                                "late fusion combines multiclass, multilabel or binary heads")

@@ -20,6 +20,7 @@ PROBS = "probs"  # probabilities in [0, 1] (B, C)
 SCORE = "score"  # a similarity score (B,)
 VALUES = "values"  # regression outputs (B, D)
 SEQUENCE = "sequence"  # float vectors per position (B, T, D), with a padding mask "<node>.mask" (B, T)
+AUDIO = "audio"  # float32 mono waveform (B, samples) at the input's sample rate
 TASKS = "tasks"  # one feature vector per task (B, K, D): read one task's as "<node>.<task>" (B, D)
 
 

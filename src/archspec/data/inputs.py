@@ -22,6 +22,7 @@ import pandas as pd
 from ..registry import RegistryError
 from . import convert
 from .columns import prefixed, vector_layout
+from .audio import check_audio, load_audio
 from .images import check_images, load_images
 from .problems import Problem
 
@@ -336,6 +337,27 @@ class ImageData(InputData):
         px, problems = load_images(df[cfg.column], cfg.column, ctx.data_dir, cfg.size, cfg.channels,
                                    cfg.normalize, ctx.node)
         return {ctx.node.split(".", 1)[1]: px}, problems
+
+
+# ------------------------------------------------------------------------------------------- audio
+
+
+@register_input_data("audio")
+class AudioData(InputData):
+    """Sound files → mono float32 ``(B, samples)``, decoded and resampled per batch (in loader workers).
+
+    The pre-flight reads each file's header only; nothing is fitted.
+    """
+
+    heavy = True
+
+    def check(self, cfg, df, ctx):
+        return check_audio(df[cfg.column], cfg.column, ctx.data_dir, ctx.node)
+
+    def transform(self, cfg, state, extra, df, ctx):
+        wave, problems = load_audio(df[cfg.column], cfg.column, ctx.data_dir, cfg.sample_rate, cfg.samples,
+                                    cfg.crop, ctx.node)
+        return {ctx.node.split(".", 1)[1]: wave}, problems
 
 
 # ------------------------------------------------------------------------------------------ vector

@@ -1,3 +1,3 @@
 """Torch builders for every component; importing this package registers them."""
 
-from . import encoders, fusions, gbdt, heads, losses  # noqa: F401
+from . import audio, encoders, fusions, gbdt, heads, losses  # noqa: F401

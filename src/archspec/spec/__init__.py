@@ -12,7 +12,7 @@ from pydantic import Field, create_model
 
 from ..registry import REGISTRIES, SECTION_KINDS, load_plugins, on_change
 from . import encoders, fusions, heads, inputs, losses, training  # noqa: F401  (register components)
-from . import gbdt, members  # noqa: F401,E402  (register `type: gbdt` and `type: run` heads)
+from . import audio, gbdt, members  # noqa: F401,E402  (register audio, `type: gbdt` and `type: run` heads)
 from .base import Name, StrictModel
 from .training import TrainingConfig
 
