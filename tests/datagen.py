@@ -36,6 +36,17 @@ def _png(path: Path, rng: random.Random, mode: str = "RGB") -> None:
     im.save(path)
 
 
+def _wav(path: Path, rng: random.Random, rate: int) -> None:
+    """A short noisy tone (length and pitch vary, so cropping and padding are both exercised)."""
+    import numpy as np
+    import soundfile as sf
+
+    n = int(rate * rng.uniform(0.2, 1.5))
+    t = np.arange(n) / rate
+    x = 0.4 * np.sin(2 * np.pi * rng.uniform(100, 1000) * t) + 0.05 * np.random.default_rng(rng.randrange(1 << 30)).normal(size=n)
+    sf.write(str(path), x.astype(np.float32), rate)
+
+
 def make_frame(checked, n_rows: int, dir, seed: int = 0, list_style: str = "json") -> pd.DataFrame:
     """The synthetic rows as a DataFrame (images written under ``dir/images``).
 
@@ -66,6 +77,14 @@ def make_frame(checked, n_rows: int, dir, seed: int = 0, list_style: str = "json
             for i in range(n_rows):
                 rel = f"images/{name}_{i}.png"
                 _png(dir / rel, rng, "RGB" if cfg.channels == 3 else "L")
+                paths.append(rel)
+            cols[cfg.column] = paths
+        elif t == "audio":
+            (dir / "audio").mkdir(parents=True, exist_ok=True)
+            paths = []
+            for i in range(n_rows):
+                rel = f"audio/{name}_{i}.wav"
+                _wav(dir / rel, rng, cfg.sample_rate)
                 paths.append(rel)
             cols[cfg.column] = paths
         elif t == "numeric":

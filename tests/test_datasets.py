@@ -41,6 +41,7 @@ EXPECTED_COLUMNS = {
     "digits_views": {"image_path", "pixels8", "text", "digit", "uci_index", "topic", "label"},
     "digits_topics_wine": {"image_path", "text", "alcohol", "proline", "digit", "topic", "cultivar",
                            "wine_index", "tags"},
+    "synthetic_av": {"audio_path", "image_path", "caption", "label"},
 }
 
 
@@ -73,7 +74,7 @@ def test_every_data_set_lists_specs_that_exist():
     stems = {p.stem for p in SPECS}
     for ds in datasets.DATASETS.values():
         assert set(ds.specs) <= stems, ds.name
-        assert ds.summary and ds.sources
+        assert ds.summary and (ds.sources or (ds.synthetic and "SYNTHETIC" in ds.summary))
 
 
 def test_data_list(capsys):

@@ -33,6 +33,8 @@ def build_log_mel(cfg, in_shapes, ctx) -> nn.Module:
     except ImportError:
         raise BuildError("the log_mel encoder needs torchaudio: pip install 'archspec[audio]'") from None
     rate = ctx.node(cfg.input).sample_rate if hasattr(ctx.node(cfg.input), "sample_rate") else 16_000
-    mel = MelSpectrogram(sample_rate=rate, n_fft=cfg.n_fft, win_length=cfg.win_length, hop_length=cfg.hop_length,
-                         f_min=cfg.f_min, f_max=cfg.f_max, n_mels=cfg.n_mels, center=True, power=2.0)
+    with torch.device("cpu"):  # the filterbank is computed eagerly (even when a caller builds on "meta")
+        mel = MelSpectrogram(sample_rate=rate, n_fft=cfg.n_fft, win_length=cfg.win_length,
+                             hop_length=cfg.hop_length, f_min=cfg.f_min, f_max=cfg.f_max, n_mels=cfg.n_mels,
+                             center=True, power=2.0)
     return LogMel(mel, cfg.normalize)
