@@ -78,7 +78,7 @@ def trained(tmp_path_factory):
 
 def _brute(run, items, queries, k, metric="cosine"):
     """Top-k item ids and raw similarities computed directly with the torch model."""
-    from archspec.serve import load_run
+    from archspec.inference import load_run
 
     model, pre, _ = load_run(run)
     x_items, _ = pre.transform(_with_users(items), targets=False)
@@ -203,7 +203,7 @@ def test_embed_writes_ids_and_vectors(trained, tmp_path):
     n, dim = rt.embed(run, run.parent / "queries.csv", tmp_path / "q.npy", side="query")
     ids, emb = rt.read_embeddings(tmp_path / "q.npy")
     assert (n, dim) == (25, 8) and ids == list(range(25))  # no id column: row numbers
-    from archspec.serve import load_run
+    from archspec.inference import load_run
 
     model, pre, _ = load_run(run)
     with torch.no_grad():

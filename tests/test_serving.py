@@ -111,7 +111,7 @@ def test_numeric_and_integer_categories_are_transformed_inside_the_graph(tmp_pat
     """Fed raw values, the ONNX graph alone (no runtime) reproduces the trained model."""
     import onnxruntime as ort
 
-    from archspec.serve import load_run
+    from archspec.inference import load_run
     from archspec.train import fit
 
     spec = tmp_path / "s.yaml"

@@ -31,7 +31,7 @@ from typing import Iterator
 import numpy as np
 
 from . import __version__
-from .errors import ArchspecError, CheckpointError, DataError
+from .errors import EXIT_CHECKPOINT, ArchspecError, CheckpointError, DataError
 
 KINDS = ("exact", "hnsw", "ivf")
 SIDES = ("query", "candidate")
@@ -47,7 +47,7 @@ METRICS = {"cosine": (True, "ip"), "dot": (False, "ip"), "euclidean": (False, "l
 class RetrievalError(ArchspecError):
     """A retrieval command cannot run: no similarity head, a bad index directory, a bad option."""
 
-    exit_code = 4
+    exit_code = EXIT_CHECKPOINT
 
 
 # ------------------------------------------------------------------------------------------ reading
@@ -175,7 +175,7 @@ def load_tower(run_dir, side: str, head: str | None = None) -> Tower:
     Raises:
         RetrievalError: the run has no similarity head, several and none chosen, or a bad side.
     """
-    from .serve import load_run
+    from .inference import load_run
 
     if side not in SIDES:
         raise RetrievalError(f"unknown tower '{side}' — use query or candidate")
@@ -741,7 +741,7 @@ def catalogue_metrics(run_dir, data_file, catalogue, *, ks: list[int] | None = N
         ``(metrics, baseline_metrics or None, info)``, keyed ``HEAD/catalogue_recall@K`` etc.;
         ``info`` counts catalogue items, test rows and rows whose item is not in the catalogue.
     """
-    from .checks import prediction_metrics
+    from .graph import prediction_metrics
     from .metrics import recall_ks
 
     tower_c = load_tower(run_dir, "candidate")
