@@ -114,6 +114,18 @@ class EarlyStoppingConfig(StrictModel):
     min_delta: NonNegFloat = 0.0
 
 
+class TrackingConfig(StrictModel):
+    """Experiment tracking (off unless `backends` names one; `archspec train --track` overrides it)."""
+
+    backends: list[Literal["tensorboard", "mlflow"]] = []
+    """`tensorboard` (event files in `RUN/tensorboard/`) and/or `mlflow` (a run in an MLflow store)."""
+    mlflow_uri: Annotated[str, Field(min_length=1, max_length=4096)] | None = None
+    """MLflow tracking URI, e.g. `sqlite:////srv/mlflow.db` or `http://mlflow:5000`; default: a SQLite
+    store `mlflow.db` in the folder that holds the run directory."""
+    experiment: Annotated[str, Field(min_length=1, max_length=256)] | None = None
+    """MLflow experiment name; default: the spec's `name`."""
+
+
 class TrainingConfig(StrictModel):
     """How to train (Keras `compile`/`fit` defaults where Keras has one)."""
 
@@ -145,3 +157,5 @@ class TrainingConfig(StrictModel):
     """Stop when a validation metric stops improving (none by default: train all epochs)."""
     num_workers: NonNegInt = 0
     """Data loader worker processes."""
+    tracking: TrackingConfig | None = None
+    """Log the run to TensorBoard and/or MLflow (see docs/loop.md)."""
