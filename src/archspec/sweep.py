@@ -180,6 +180,9 @@ class SweepConfig(StrictModel):
     """Spec path → distribution, e.g. `training.optimizer.lr: {type: log_uniform, low: 1e-4, high: 1e-2}`.
     A path is dot-separated (`heads.sentiment.loss.weight`); a number selects a list item
     (`encoders.body.layers.0`); missing mappings along the path are created."""
+    first_trials: Annotated[list[dict[str, Any]], Field(max_length=1000)] = []
+    """Parameter values to try before the sampler proposes any (e.g. the spec's current settings, or a
+    known good configuration); each maps some of `params`' paths to a value in their range."""
 
     def resolved_direction(self) -> str:
         if self.direction != "auto":
@@ -314,7 +317,31 @@ def check_sweep(cfg: SweepConfig, smap, checked) -> list[Diagnostic]:
                 isinstance(dist, LogUniformParam) or (isinstance(dist, UniformParam) and dist.step is None)):
             err(("params", path, "type"), "the grid sampler needs discrete values",
                 "give `uniform` a `step`, or use `int` / `categorical`")
+    for i, first in enumerate(cfg.first_trials):
+        for path, v in first.items():
+            where = ("first_trials", i, path)
+            dist = cfg.params.get(path)
+            if dist is None:
+                near = did_you_mean(path, cfg.params)
+                err(where, f"'{path}' is not one of `params`", near or f"params: {', '.join(cfg.params)}", key=True)
+            elif not _in_range(dist, v):
+                err(where, f"{json.dumps(v)} is outside this parameter's distribution",
+                    "give a value the distribution can draw")
     return diags
+
+
+def _in_range(d, v) -> bool:
+    if isinstance(d, CategoricalParam):
+        return any(json.dumps(v) == json.dumps(c) for c in d.choices)
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return False
+    if isinstance(d, IntParam) and not isinstance(v, int):
+        return False
+    return d.low <= v <= d.high
+
+
+def _encode(d, v):
+    return json.dumps(v) if isinstance(d, CategoricalParam) else v
 
 
 def _extremes(dist) -> list:
@@ -683,6 +710,9 @@ def run_sweep(spec_path=None, config=None, *, out=None, resume=None, storage=Non
         raise SweepError(f"study '{meta['study']}' in this storage {study.direction.name.lower()}s; this sweep file "
                          f"asks to {direction}: use another `name:` for a new study")
     study.set_metric_names([cfg.metric])
+    if cfg.first_trials and not study.get_trials(deepcopy=False):
+        for first in cfg.first_trials:
+            study.enqueue_trial({k: _encode(cfg.params[k], v) for k, v in first.items()})
     _recover_dead_local(study, optuna, log)
     parent = _mlflow_parent(study, sw, cfg, track, tracking_uri, meta)
     n_total = cfg.trials
@@ -742,7 +772,8 @@ def run_sweep(spec_path=None, config=None, *, out=None, resume=None, storage=Non
         log(f"trial {trial.number}: {cfg.metric} = {value:.6g}")
         return value
 
-    while _counted(study.get_trials(deepcopy=False), optuna) < n_total:
+    S = optuna.trial.TrialState
+    while _counted([t for t in study.get_trials(deepcopy=False) if t.state != S.WAITING], optuna) < n_total:
         study.optimize(objective, n_trials=1, catch=(_TrialFailed,), gc_after_trial=False)
     _finish_parent(parent)
     log(show_sweep(sw.root, storage=meta["storage"], write=True))
@@ -852,8 +883,10 @@ def show_sweep(root, *, storage: str | None = None, write: bool = True) -> str:
         base = check_text(sw.spec_file.read_text(), str(sw.spec_file), base_dir=Path(meta["base_dir"]))
         header = (f"# best trial {best.number} of sweep {sw.root} ({cfg.metric} = {best.value:.6g})\n"
                   f"# parameters: {json.dumps(params)}\n")
-        sw.best_spec.write_text(trial_spec_text(raw, params, Path(meta["base_dir"]), header,
-                                                defaults=_resolved(base) if base.spec else None))
+        from .checkpoint import atomic_write_bytes
+
+        atomic_write_bytes(sw.best_spec, trial_spec_text(raw, params, Path(meta["base_dir"]), header,
+                                                         defaults=_resolved(base) if base.spec else None).encode())
         lines.append(f"best spec: {sw.best_spec}   (trial run: {best.user_attrs.get('run_dir', '')})")
     return "\n".join(lines)
 
