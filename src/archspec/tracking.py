@@ -267,6 +267,7 @@ class _MLflow:
         folder = run_dir.resolve().parent
         self.uri = uri or default_mlflow_uri(folder)
         self.run_dir = run_dir
+        self.buffer: list = []
         try:
             self.client = MlflowClient(tracking_uri=self.uri)
             if parent:
@@ -294,7 +295,6 @@ class _MLflow:
             atomic_write_json(state_file, {"mlflow_uri": self.uri, "mlflow_run_id": self.run_id,
                                            "experiment_id": exp_id})
             self._log_start(checked)
-        self.buffer: list = []
 
     def _log_start(self, checked):
         from mlflow.entities import Param
