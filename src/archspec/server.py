@@ -351,7 +351,12 @@ def make_app(predictor: Predictor, max_batch: int = 64, max_wait_ms: float = 5.0
 
 
 def _field_of(message: str, predictor: Predictor) -> str:
-    """The column a data-layer message is about (it names it), for the ``field`` of the answer."""
+    """The field a data-layer message is about (``request:ROW:COLUMN: ...``, rows 1-based)."""
+    import re
+
+    m = re.search(r"^request:(\d+):([^:\s]+):", message, re.M)
+    if m:
+        return f"rows[{int(m.group(1)) - 1}].{m.group(2)}"
     for info in predictor.inputs.values():
         for col in info["columns"]:
             if f"'{col}'" in message or f"column {col}" in message:
