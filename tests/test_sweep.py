@@ -97,6 +97,7 @@ def test_sweep_file_mistakes_are_located(tmp_path):
     bad.write_text(bad.read_text().replace("low: 0.1, high: 0.01", "low: 0.01, high: 0.1"))
     cfg, _, smap = load_sweep(bad)
     diags = check_sweep(cfg, smap, check_file(spec))
+    assert {d.code for d in diags} == {"E-SWEEP"}
     got = {(d.line, d.message.split(":")[0]) for d in diags}
     assert (2, "'y' reports no metric 'acuracy'") in got
     assert any(d.line == 5 and "no encoder 'enk'" in d.message and "did you mean 'enc'" in d.hint for d in diags)
@@ -170,7 +171,7 @@ def test_sweep_resumes_after_sigkill_and_best_spec_reproduces(tmp_path):
 
 
 @pytest.mark.integration
-def test_invalid_trial_spec_fails_that_trial_at_the_sweep_line(tmp_path):
+def test_invalid_trial_spec_fails_that_trial_at_the_sweep_line(tmp_path, capsys):
     spec, sweep = _project(tmp_path, """\
         sweep: 1
         metric: loss
@@ -184,6 +185,7 @@ def test_invalid_trial_spec_fails_that_trial_at_the_sweep_line(tmp_path):
     from archspec.cli import main
 
     assert main(["sweep", str(spec), "--config", str(sweep), "--out", str(tmp_path / "sw")]) == 0
+    assert f"{sweep}:5:3: warning[W-SWEEP-SPACE]: params.encoders.enc.layers: value [] makes" in capsys.readouterr().out
     t0, t1 = _study(tmp_path / "sw").get_trials()
     assert t0.state.name == "FAIL" and t1.state.name == "COMPLETE"
     assert t0.user_attrs["error"].startswith(f"{sweep}:5:3: error[E-SWEEP-TRIAL]: params.encoders.enc.layers:")
@@ -228,3 +230,19 @@ def test_two_workers_share_one_sqlite_study(tmp_path):
     for t in trials:  # each trial trained exactly once, in its own run directory
         run = Path(t.user_attrs["run_dir"])
         assert len((run / "metrics.jsonl").read_text().splitlines()) == 2
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "specs" / "sweeps").glob("*.yaml")), ids=lambda p: p.stem)
+def test_shipped_sweep_files_check_against_their_spec(path):
+    import jsonschema
+
+    from archspec.load import load_file
+    from archspec.sweep import preview_params, _resolved
+
+    cfg, data, smap = load_sweep(path)
+    jsonschema.validate(data, json.loads((ROOT / "specs" / "sweep.schema.json").read_text()))
+    spec = ROOT / "specs" / f"{path.stem}.yaml"
+    checked = check_file(spec)
+    assert check_sweep(cfg, smap, checked) == []
+    raw, _ = load_file(spec)
+    assert preview_params(cfg, smap, raw, str(spec), spec.parent, _resolved(checked)) == []
