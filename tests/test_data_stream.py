@@ -333,3 +333,16 @@ def test_every_input_type_has_one_data_home():
     assert set(REGISTRIES["input"].configs) == set(INPUT_DATA)
     with pytest.raises(RegistryError, match="duplicate data home for input type 'image'"):
         register_input_data("image")(type("Again", (), {}))
+
+
+def test_the_number_of_workers_does_not_change_the_weights(tmp_path):
+    from archspec.train import fit
+
+    spec, data = _multimodal(tmp_path, n=24)
+    models = []
+    for w in (0, 2):
+        spec.write_text(spec.read_text().replace("num_workers: 2", f"num_workers: {w}")
+                        .replace("num_workers: 0", f"num_workers: {w}").replace("epochs: 2", "epochs: 1"))
+        res = fit(spec, data=str(data), out=str(tmp_path / f"w{w}"), progress=False, log=lambda *a: None)
+        models.append(res.model.state_dict())
+    _assert_identical(models[0], models[1])

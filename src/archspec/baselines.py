@@ -38,6 +38,22 @@ def baseline_inputs(model) -> list[str]:
     return list(dict.fromkeys(keys))
 
 
+def collect_inputs(table, preprocessor, rows, keys: list[str], on_bad_row: str = "error") -> dict:
+    """The given input keys of every row of a split, concatenated (e.g. the candidate ids a
+    contrastive loss counts). Only those inputs are built; nothing else is read."""
+    from .data import Loader
+
+    if not keys:
+        return {}
+    names = sorted({k.split(".")[0] for k in keys})
+    parts: dict = {}
+    for x, _, r in Loader(table, preprocessor, rows, batch_size=4096, inputs=names, targets=False,
+                          on_bad_row=on_bad_row, name="inputs"):
+        for k in keys:
+            parts.setdefault(k, []).append(x[k])
+    return {k: torch.cat(v) for k, v in parts.items()}
+
+
 def fit_baseline(model, table, preprocessor, rows, tcfg) -> dict:
     """Statistics of the training split the baselines need (JSON-able), in one streaming pass.
 

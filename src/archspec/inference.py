@@ -12,7 +12,7 @@ from .build import compile_loss, compile_spec
 from .graph import prediction_kind
 from .errors import CheckpointError, DataError
 from .pipeline import check_text
-from .outputs import evaluate_outputs, label_names, run_model, to_probabilities
+from .outputs import evaluate_outputs, label_names, run_model, tensor_batches, to_probabilities
 
 
 def load_run(run_dir, which: str = "best"):
@@ -87,15 +87,37 @@ def evaluate(run_dir, data_file, batch_size: int = 256, baseline: bool = False):
     path = Path(run_dir) / "baseline.json"
     if not path.is_file():
         raise CheckpointError(f"{run_dir} has no baseline.json (trained by an older archspec)")
-    x = result[2] if keep else {}
+    x = result[2]
     if not x:
         x = {"_rows": torch.zeros(len(next(iter(y.values()))) if y else 0)}
     return metrics, baseline_metrics(model, json.loads(path.read_text()), x, y)
 
 
-def prediction_columns(model, pre, outputs: dict) -> dict:
-    """Columns of the prediction file for one batch of outputs: labels and probabilities per prediction."""
-    g = model.checked.graph
+def predict_frame(loaded, df, data_dir, batch_size: int = 256, file: str = "<rows>"):
+    """Predictions for the rows of a DataFrame (what :func:`predict` writes, without the file).
+
+    Args:
+        loaded: ``(model, preprocessor, checked)`` from :func:`load_run`.
+        df: rows with the spec's input columns (target columns are not needed).
+        data_dir: folder that relative image paths start from.
+
+    Raises:
+        DataError: a row does not fit the spec (the message names the row and column).
+    """
+    from .data import preflight
+
+    model, pre, checked = loaded
+    preflight(checked, df, file, "predict", data_dir=Path(data_dir), targets=False)
+    x, _ = pre.transform(df, Path(data_dir), targets=False)
+    outputs = run_model(model, tensor_batches(x, batch_size))[0]
+    return prediction_frame(model, pre, checked, outputs, df.index)
+
+
+def prediction_frame(model, pre, checked, outputs: dict, index):
+    """One column per prediction value (labels, probabilities, scores), as :func:`predict` writes."""
+    import pandas as pd
+
+    g = checked.graph
     cols: dict = {}
     for name in model.predictions:
         kind = prediction_kind(g, name)
@@ -124,7 +146,7 @@ def prediction_columns(model, pre, outputs: dict) -> dict:
         elif kind == "similarity":
             cols[f"{name}.score"] = out.numpy()
             cols[f"{name}.prob"] = torch.sigmoid(out).numpy()
-    return cols
+    return pd.DataFrame(cols, index=index)
 
 
 @torch.no_grad()
@@ -150,7 +172,8 @@ def predict(run_dir, data_file, out_file, batch_size: int = 256):
                 if not len(rows):
                     continue
                 outputs = {k: v.float() for k, v in model(inputs).items()}
-                writer.write(prediction_columns(model, pre, outputs), rows.numpy())
+                frame = prediction_frame(model, pre, checked, outputs, rows.numpy())
+                writer.write({c: frame[c].to_numpy() for c in frame.columns}, rows.numpy())
     finally:
         loader.close()
     return writer.summary(skipped=loader.skipped)

@@ -24,7 +24,7 @@ def to_probabilities(model, name: str, out: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def run_model(model, batches, device="cpu", keep_inputs=()) -> tuple[dict, dict] | tuple[dict, dict, dict]:
+def run_model(model, batches, device="cpu", keep_inputs=()) -> tuple[dict, dict, dict]:
     """Every output of the model over a data loader, with the targets, concatenated on CPU.
 
     Args:
@@ -32,10 +32,10 @@ def run_model(model, batches, device="cpu", keep_inputs=()) -> tuple[dict, dict]
         batches: ``(inputs, targets, rows)`` batches (a :class:`~archspec.data.Loader`).
         device: where the model is.
         keep_inputs: input keys to also collect (e.g. the candidate features a popularity baseline
-            ranks by); when given, a third dict holds them.
+            ranks by, or a contrastive loss looks up).
 
     Returns:
-        ``(outputs, targets)`` or ``(outputs, targets, inputs)``; empty dicts when no row was read.
+        ``(outputs, targets, inputs)`` (``inputs``: the ``keep_inputs``); empty dicts when no row was read.
     """
     model.eval()
     outs: dict = {}
@@ -51,12 +51,22 @@ def run_model(model, batches, device="cpu", keep_inputs=()) -> tuple[dict, dict]
             tgts.setdefault(k, []).append(v)
         for k in keep_inputs:
             kept.setdefault(k, []).append(inputs[k])
-    result = ({k: torch.cat(v) for k, v in outs.items()}, {k: torch.cat(v) for k, v in tgts.items()})
-    return (*result, {k: torch.cat(v) for k, v in kept.items()}) if keep_inputs else result
+    return ({k: torch.cat(v) for k, v in outs.items()}, {k: torch.cat(v) for k, v in tgts.items()},
+            {k: torch.cat(v) for k, v in kept.items()})
 
 
-def evaluate_outputs(model, outputs: dict, targets: dict, loss_fn=None) -> dict:
-    """Metrics of every prediction, keyed ``HEAD/METRIC``, plus per-head and total losses."""
+def tensor_batches(inputs: dict, batch_size: int):
+    """``(inputs, {}, rows)`` batches of tensors already in memory (a few rows from a request), for
+    :func:`run_model`."""
+    n = len(next(iter(inputs.values())))
+    for start in range(0, n, batch_size):
+        rows = torch.arange(start, min(n, start + batch_size))
+        yield {k: v[start:start + batch_size] for k, v in inputs.items()}, {}, rows
+
+
+def evaluate_outputs(model, outputs: dict, targets: dict, loss_fn=None, inputs: dict | None = None) -> dict:
+    """Metrics of every prediction, keyed ``HEAD/METRIC``, plus per-head and total losses (``inputs``
+    lets a contrastive loss identify candidates)."""
     g = model.checked.graph
     result = {}
     for name in model.predictions:
@@ -86,7 +96,7 @@ def evaluate_outputs(model, outputs: dict, targets: dict, loss_fn=None) -> dict:
         result.update({f"{name}/{k}": v for k, v in m.items()})
     if loss_fn is not None:
         with torch.no_grad():
-            total, per = loss_fn(outputs, targets)
+            total, per = loss_fn(outputs, targets, inputs)
         result["loss"] = float(total)
         result.update({f"{k}/loss": float(v) for k, v in per.items()})
     return result

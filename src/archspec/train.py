@@ -25,6 +25,7 @@ from .errors import CheckpointError, TrainingError
 from .loss_weighting import make_weighting
 from .optim import lr_at, make_optimizer
 from .pipeline import Checked, check_file, check_text
+from .baselines import baseline_inputs, collect_inputs
 from .outputs import evaluate_outputs, run_model
 from .progress import Progress
 
@@ -146,7 +147,7 @@ def train(spec_path=None, **kwargs) -> Path:
 
 def fit(spec_path=None, *, data: str | None = None, out: str | None = None, resume: str | None = None,
         max_steps: int | None = None, epochs: int | None = None, progress: bool | None = None,
-        plot: bool = False, log=print) -> TrainResult:
+        plot: bool = False, log=print, track: dict | None = None) -> TrainResult:
     """Train a spec and write a run directory.
 
     Args:
@@ -156,6 +157,7 @@ def fit(spec_path=None, *, data: str | None = None, out: str | None = None, resu
         resume: a run directory to continue from its last checkpoint.
         max_steps / epochs: override the spec (e.g. for quick checks).
         progress: live progress bar; default: when stdout is a terminal.
+        track: options of :func:`archspec.tracking.start_tracking` (backends, uri, callbacks, ...).
 
     Returns:
         a :class:`TrainResult`.
@@ -249,6 +251,10 @@ def fit(spec_path=None, *, data: str | None = None, out: str | None = None, resu
 
         ckpt.atomic_write_json(run.root / "baseline.json", fit_baseline(model, table, pre, train_rows, tcfg))
     loss_fn = compile_loss(model)
+    loss_inputs = baseline_inputs(model)  # what contrastive losses read besides outputs (candidate keys)
+    if loss_fn.needs_fit:  # contrastive heads: candidate frequencies (logQ) and random negatives
+        loss_fn.fit(collect_inputs(table, pre, train_rows, loss_inputs, tcfg.on_bad_row))
+
     from .gbdt import fit_or_load_heads
 
     fit_or_load_heads(model, run.root, resume is not None, table, val_table, pre, train_rows, val_rows,
@@ -292,6 +298,9 @@ def fit(spec_path=None, *, data: str | None = None, out: str | None = None, resu
     if es is not None:
         es_mode = es.mode if es.mode != "auto" else ("min" if es.metric.endswith(("loss", "mae", "rmse", "mse"))
                                                      else "max")
+    from .tracking import start_tracking
+
+    tracker = start_tracking(checked, run.root, resume=resume is not None, enabled=is_main, **(track or {}))
     show = Progress(enabled=(sys.stdout.isatty() if progress is None else progress) and is_main, log=say)
     say(f"training {spec.name}: {n} rows, {batches_per_epoch} batches/epoch, {total_steps} steps, "
         f"{sum(p.numel() for p in model.parameters() if p.requires_grad):,} trainable parameters, "
@@ -308,7 +317,7 @@ def fit(spec_path=None, *, data: str | None = None, out: str | None = None, resu
 
     stopped_by = None
     lr = tcfg.optimizer.lr
-    running = 0.0
+    running, loss_value, per_head = 0.0, 0.0, {}
     t0 = time.time()
     with _StopFlag() as stop, contextlib.ExitStack() as workers_alive:
         workers_alive.callback(train_loader.close)
@@ -330,7 +339,7 @@ def fit(spec_path=None, *, data: str | None = None, out: str | None = None, resu
                     targets = {k: v.to(device, non_blocking=True) for k, v in targets.items()}
                     with _autocast(tcfg, device):
                         outputs = ddp_model(inputs)
-                        total, per_head = weighting(outputs, targets, train=True)
+                        total, per_head = weighting(outputs, targets, inputs, train=True)
                     if not torch.isfinite(total):
                         if tcfg.on_nonfinite == "error":
                             raise TrainingError(f"non-finite loss at epoch {epoch + 1}, step {step}: head "
@@ -357,6 +366,7 @@ def fit(spec_path=None, *, data: str | None = None, out: str | None = None, resu
                     step += 1
                     start_batch = b + 1
                     show.update(b + 1, loss=running, lr=lr)
+                    tracker.step(step, loss_value, lr, per_head)
                     if tcfg.checkpoint_every and step % tcfg.checkpoint_every == 0 and b + 1 < batches_per_epoch:
                         save()
                     if stop.signal is not None or step >= total_steps:
@@ -368,8 +378,8 @@ def fit(spec_path=None, *, data: str | None = None, out: str | None = None, resu
             # --- end of epoch: evaluate, log, checkpoint, early stopping -------------------------
             metrics = {}
             if val_loader is not None:
-                val_out, val_y = run_model(model, val_loader, device)
-                metrics = evaluate_outputs(model, val_out, val_y, loss_fn) if val_out else {}
+                val_out, val_y, val_x = run_model(model, val_loader, device, keep_inputs=loss_inputs)
+                metrics = evaluate_outputs(model, val_out, val_y, loss_fn, val_x) if val_out else {}
             record = {"epoch": epoch + 1, "step": step, "train_loss": running, "lr": lr,
                       "time_s": round(time.time() - t0, 3), "skipped_steps": skipped, **weighting.log(),
                       **({"skipped_rows": train_loader.skipped} if tcfg.on_bad_row == "skip" else {}),
@@ -394,6 +404,9 @@ def fit(spec_path=None, *, data: str | None = None, out: str | None = None, resu
             else:
                 bad_epochs += 1
             save(("last", "best") if improved or best is None else ("last",))
+            if tracker.epoch(record):
+                say(f"stopped by {tracker.stop_reason} after epoch {record['epoch']}")
+                break
             if es is not None and bad_epochs >= es.patience:
                 say(f"early stopping: {es.metric} has not improved for {es.patience} epochs")
                 break
@@ -417,6 +430,7 @@ def fit(spec_path=None, *, data: str | None = None, out: str | None = None, resu
 
             say(f"learning curves: {plot_run(run.root)}")
         say(f"run directory: {run.root}")
+    tracker.end(run.root, "KILLED" if stopped_by else "FINISHED")
     if stopped_by:
         raise KeyboardInterrupt
     return TrainResult(run.root, model, step)

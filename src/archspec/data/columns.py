@@ -101,6 +101,13 @@ def prediction_targets(checked) -> dict[str, TargetSpec]:
     return {n: t for n in g.predictions() if (t := out.get(n)) is not None}
 
 
+def input_columns(cfg) -> list[str]:
+    """Columns an input reads as written in the spec (asks the input type's home in :mod:`.inputs`)."""
+    from .inputs import input_data
+
+    return input_data(cfg.type).spec_columns(cfg)
+
+
 def prefixed(column: str, width: int) -> list[str]:
     """``[column_0, …, column_{width-1}]``: a vector spread over one column per value."""
     return [f"{column}_{i}" for i in range(width)]

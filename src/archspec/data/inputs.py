@@ -60,6 +60,10 @@ class InputData:
     #: per-row work worth worker processes (decoding, tokenizing): the default ``num_workers`` > 0
     heavy: bool = False
 
+    def spec_columns(self, cfg) -> list[str]:
+        """The columns as the spec names them (a vector may instead live in ``column_0 …``)."""
+        return [cfg.column]
+
     def columns(self, cfg, available) -> list[str] | None:
         """The columns this input reads in a file with ``available`` columns (``None``: not there)."""
         return [cfg.column] if cfg.column in set(available) else None
@@ -171,6 +175,9 @@ class _RunningScale(Fitter):
 @register_input_data("numeric")
 class NumericData(InputData):
     """Columns of numbers → float32 ``(B, n)``, normalised with statistics of the training rows."""
+
+    def spec_columns(self, cfg):
+        return list(cfg.columns)
 
     def columns(self, cfg, available):
         available = set(available)
