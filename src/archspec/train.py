@@ -444,7 +444,7 @@ def _nothing_to_train(model, run: RunPaths, val_loader, loss_fn, say) -> TrainRe
     metrics = {}
     if val_loader is not None:
         try:
-            val_out, val_y = run_model(model, val_loader)
+            val_out, val_y = run_model(model, val_loader)[:2]
         finally:
             val_loader.close()
         metrics = evaluate_outputs(model, val_out, val_y, loss_fn) if val_out else {}
