@@ -28,7 +28,7 @@ CLASSES = ("low", "mid", "high")
 PITCH = {"low": 250.0, "mid": 800.0, "high": 2500.0}
 WORDS = {"low": ("low", "deep", "rumbling"), "mid": ("mid", "medium", "humming"), "high": ("high", "shrill", "whistling")}
 RATE = 8000
-N = 600
+N = 900
 
 
 def _wav(path: Path, x: np.ndarray) -> None:
@@ -62,7 +62,7 @@ def build_synthetic_av(out: Path) -> list[Path]:
         rows.append({"audio_path": f"audio/{i:04d}.wav", "image_path": f"images/{i:04d}.png", "caption": caption,
                      "label": label})
     df = pd.DataFrame(rows)
-    test = holdout_mask(len(df), 0.2, 7)
+    test = holdout_mask(len(df), 1 / 3, 7)
     files = [write_csv(df[~test], out / "train.csv"), write_csv(df[test], out / "test.csv")]
     readme = out / "README.md"
     readme.write_text(
