@@ -52,14 +52,9 @@ class BuildContext:
         tok = self.node(input_name).tokenizer
         if tok.type == "wordpiece":
             return tok.vocab_size
-        try:
-            from transformers import AutoTokenizer
+        from .data.text import PretrainedText  # one loader: downloads on first use, offline-exact
 
-            ref = str(self.resolve_path(tok.name)) if tok.name.startswith((".", "/", "~")) else tok.name
-            return len(AutoTokenizer.from_pretrained(ref, local_files_only=True))
-        except (OSError, ValueError) as exc:
-            raise BuildError(f"cannot load tokenizer '{tok.name}' for input '{input_name}': "
-                             f"{str(exc).splitlines()[0]} — give a local directory") from None
+        return PretrainedText.from_name(tok.name, self.base_dir, 1, node=f"inputs.{input_name}").vocab_size
 
     def prediction_kind(self, name: str) -> str:
         from .checks import prediction_kind

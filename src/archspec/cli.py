@@ -1,7 +1,7 @@
 """Command line: parses arguments and calls the pipeline; maps errors to exit codes, never tracebacks.
 
 Exit codes: 0 success, 1 invalid spec, 2 usage error, 3 data error, 4 checkpoint/run error,
-5 training error, 130 interrupted.
+5 training error, 6 pretrained files could not be fetched, 130 interrupted.
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("--strict", action="store_true", help="treat warnings as errors")
     v.add_argument("--format", choices=["text", "json", "github"], default="text")
     v.add_argument("--shapes", action="store_true", help="print every node's inferred output shape")
+    v.add_argument("--online", action="store_true",
+                   help="fetch the config.json of hub models not in the cache (no torch, a few KB each)")
 
     sub.add_parser("schema", help="print the JSON Schema (draft 2020-12) of the spec language")
 
@@ -74,13 +76,25 @@ def _parser() -> argparse.ArgumentParser:
     pl = sub.add_parser("plot", help="draw a run's learning curves to a PNG")
     pl.add_argument("run", metavar="RUN")
     pl.add_argument("--out", metavar="FILE")
+
+    f = sub.add_parser("fetch", help="download the pretrained models, tokenizers and weights specs name")
+    f.add_argument("files", nargs="+", metavar="SPEC")
+    f.add_argument("--cache-dir", metavar="DIR",
+                   help="put everything under DIR (DIR/huggingface, DIR/torch) to copy to an offline machine")
+    for name in ("build", "train", "evaluate", "predict", "fetch"):
+        sub.choices[name].add_argument(
+            "--offline", action="store_true",
+            help="never reach the network: pretrained files come from the caches (also ARCHSPEC_OFFLINE=1)")
     return p
 
 
 def cmd_validate(args) -> int:
     from .pipeline import check_file
 
-    results = [check_file(f) for f in args.files]
+    from .hub import online_lookups
+
+    with online_lookups(args.online):
+        results = [check_file(f) for f in args.files]
     diags = [d for r in results for d in r.diagnostics]
     if args.format == "json":
         payload = [{"file": r.file, "valid": r.ok(args.strict),
@@ -205,6 +219,13 @@ def cmd_data(args) -> int:
     return EXIT_USAGE
 
 
+def cmd_fetch(args) -> int:
+    from .fetch import fetch
+
+    fetch(args.files, cache_dir=args.cache_dir)
+    return EXIT_OK
+
+
 def cmd_plot(args) -> int:
     from .plot import plot_run
 
@@ -213,7 +234,8 @@ def cmd_plot(args) -> int:
 
 
 COMMANDS = {"validate": cmd_validate, "schema": cmd_schema, "build": cmd_build, "train": cmd_train,
-            "evaluate": cmd_evaluate, "predict": cmd_predict, "plot": cmd_plot, "data": cmd_data}
+            "evaluate": cmd_evaluate, "predict": cmd_predict, "plot": cmd_plot, "data": cmd_data,
+            "fetch": cmd_fetch}
 
 
 def main(argv=None) -> int:
@@ -225,6 +247,10 @@ def main(argv=None) -> int:
     if not args.command:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
+    if getattr(args, "offline", False):
+        from .hub import go_offline
+
+        go_offline()
     try:
         return COMMANDS[args.command](args)
     except SpecError as exc:

@@ -153,3 +153,9 @@ class TrainingError(ArchspecError):
     """Training cannot go on (e.g. a non-finite loss with ``on_nonfinite: error``)."""
 
     exit_code = 5
+
+
+class FetchError(ArchspecError):
+    """``archspec fetch`` could not get some pretrained files; the message names each one and why."""
+
+    exit_code = 6
