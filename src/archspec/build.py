@@ -79,6 +79,7 @@ def _vocab_sizes(checked: Checked, preprocessor) -> dict:
 def _id_ranges(checked: Checked) -> dict:
     """Vocabulary of the transformer reading each text input, from its config (torch-free): the
     ids of example batches must fit the model's embedding, even when the tokenizer's size is unknown."""
+    from . import hub
     from .spec import hf
 
     out = {}
@@ -88,6 +89,10 @@ def _id_ranges(checked: Checked) -> dict:
         conf = dict(cfg.config or {})
         if cfg.pretrained:
             path, where = hf.find_config(cfg.pretrained, checked.base_dir)
+            if where == "unknown" and not hub.offline():
+                # a hub model built for the first time: its config.json now (the build downloads it anyway)
+                path, _ = hub.fetch_config(cfg.pretrained)
+                where = "cache" if path is not None else where
             if where in ("local", "cache"):
                 conf = {**(hf.read_config(path) or {}), **conf}
         size = conf.get("vocab_size")

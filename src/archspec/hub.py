@@ -143,15 +143,18 @@ def explain(exc: BaseException, name: str) -> str:
 
 
 def _root_cause(exc: BaseException) -> BaseException:
-    """The huggingface_hub error behind a transformers ``OSError`` (transformers wraps them)."""
-    seen = exc
-    while True:
-        nxt = seen.__cause__ or seen.__context__
-        if nxt is None or nxt is seen:
-            return seen
-        if type(nxt).__module__.startswith(("huggingface_hub", "httpx")):
-            return nxt
-        seen = nxt
+    """The huggingface_hub error behind a transformers ``OSError`` (transformers wraps them); ``exc``
+    itself when none is in its chain."""
+    seen, todo = set(), [exc]
+    while todo:
+        e = todo.pop(0)
+        if id(e) in seen:
+            continue
+        seen.add(id(e))
+        if type(e).__module__.startswith("huggingface_hub"):
+            return e
+        todo += [c for c in (e.__cause__, e.__context__) if c is not None]
+    return exc
 
 
 def load_failure(name: str, exc: BaseException, what: str = "model") -> str:
@@ -159,8 +162,7 @@ def load_failure(name: str, exc: BaseException, what: str = "model") -> str:
     if offline():
         return (f"not in the Hugging Face cache ({hf_cache()}) and offline mode is on ({offline_reason()}) — "
                 + how_to_get(name, what))
-    cause = _root_cause(exc)
-    why = explain(cause, name) if cause is not exc else explain(exc, name)
+    why = explain(_root_cause(exc), name)
     return f"cannot download it: {why} — check the name and the network, or " + how_to_get(name, what)
 
 
