@@ -108,7 +108,7 @@ def test_rich_rendering(capsys):
     from rich.console import Console
 
     from archspec.build import compile_spec
-    from archspec.commands.build import render_rich, summarize
+    from archspec.build_report import render_rich, summarize
 
     buf = io.StringIO()
     render_rich(summarize(compile_spec(TOWER)), Console(file=buf, width=160))

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from archspec.build import compile_loss, compile_spec
-from archspec.checks import prediction_kind
+from archspec.graph import prediction_kind
 
 from conftest import SPECS
 

@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 from archspec import checkpoint as ckpt
 from archspec.errors import CheckpointError, TrainingError
 from archspec.pipeline import check_file
-from archspec.serve import evaluate, predict
+from archspec.inference import evaluate, predict
 from archspec.train import fit, train
 
 from conftest import ROOT, SPECS
@@ -281,7 +281,7 @@ def test_early_stopping_stops_when_the_metric_stalls(tmp_path):
 def test_build_exports_a_trained_run(tmp_path):
     """`archspec build RUN --export ...` ships the trained weights, not a fresh initialisation."""
     from archspec.cli import main
-    from archspec.serve import load_run
+    from archspec.inference import load_run
 
     spec, data = _small(tmp_path, epochs=2)
     run = train(spec, data=str(data), out=str(tmp_path / "run"), progress=False, log=lambda *a: None)

@@ -13,7 +13,7 @@ import hashlib
 
 import torch
 
-from .checks import prediction_kind, prediction_metrics
+from .graph import prediction_kind, prediction_metrics
 from .metrics import classification_metrics, recall_at_k, recall_ks, regression_metrics
 
 

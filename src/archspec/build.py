@@ -16,10 +16,8 @@ import torch
 from . import nn as _nn  # noqa: F401  (registers the builders)
 from .errors import BuildError, ShapeError
 from .pipeline import Checked, load_spec
-from .registry import REGISTRIES, load_plugins
+from .registry import REGISTRIES, SECTION_KINDS, load_plugins
 from .shapes import TOKENS, Shape
-
-_KIND = {"encoders": "encoder", "fusions": "fusion", "heads": "head"}
 
 
 class BuildContext:
@@ -57,7 +55,7 @@ class BuildContext:
         return PretrainedText.from_name(tok.name, self.base_dir, 1, node=f"inputs.{input_name}").vocab_size
 
     def prediction_kind(self, name: str) -> str:
-        from .checks import prediction_kind
+        from .graph import prediction_kind
 
         return prediction_kind(self.graph, name)
 
@@ -153,7 +151,7 @@ def compile_spec(source, *, seed: int | None = None, preprocessor=None, dry_run:
         cfg = g.nodes[name]
         srcs = g.edges[name]
         in_shapes = [shapes[s] for s in srcs]
-        builder = REGISTRIES[_KIND[section]].builders.get(cfg.type)
+        builder = REGISTRIES[SECTION_KINDS[section]].builders.get(cfg.type)
         if builder is None:
             raise BuildError(f"{section}.{name}: no builder registered for type '{cfg.type}'")
         try:

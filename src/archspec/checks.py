@@ -1,6 +1,7 @@
-"""Stages 3 and 5: semantic checks and static shape inference over a resolved graph (torch-free).
+"""Stage 5: semantic checks over a resolved graph whose shapes are inferred (torch-free).
 
-Each rule is one small function that reads the spec/graph and reports through ``ctx``.
+Rules only: shape inference is :func:`archspec.shapes.infer_shapes`; questions about the graph
+(label spaces, prediction kinds) are answered by :mod:`archspec.graph`. Each rule is one small function that reads the spec/graph and reports through ``ctx``.
 """
 
 from __future__ import annotations
@@ -8,10 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import ERROR, NOTE, WARNING, Diagnostic, did_you_mean
-from .graph import Graph, unused_nodes
+from .errors import ERROR, WARNING, Diagnostic, did_you_mean
+from .graph import Graph, label_space, prediction_kind, prediction_metrics, unused_nodes
 from .load import SourceMap
-from .shapes import FEATURES, INDEX, LOGITS, PROBS, TOKENS, Shape
+from .shapes import LOGITS, PROBS, infer_shapes
 from .spec.metrics import known_metrics, metric_kinds
 
 _SQUASH = {"softmax", "sigmoid"}
@@ -39,42 +40,6 @@ class Context:
         """A view of this context that reports relative to ``prefix``."""
         sub = Context(self.spec, self.graph, self.smap, self.base_dir, self.shapes, self.diagnostics, tuple(prefix))
         return sub
-
-
-def infer_shapes(ctx: Context) -> None:
-    """Shape of every node, in topological order; modality mismatches reported on the edge."""
-    g = ctx.graph
-    for name in g.order:
-        cfg = g.nodes[name]
-        ins = [ctx.shapes.get(s) for s in g.edges[name]]
-        if any(s is None for s in ins) or len(ins) != len(cfg.references()):
-            continue  # upstream already broken and reported
-        if not _modalities_ok(ctx, name, cfg, ins):
-            continue
-        ctx.shapes[name] = cfg.infer(ins, ctx.at(g.path(name)))
-
-
-def _modalities_ok(ctx: Context, name: str, cfg, ins: list[Shape]) -> bool:
-    g = ctx.graph
-    ok = True
-    for (rel, ref), shape in zip(cfg.references(), ins):
-        if shape.kind in cfg.accepts:
-            continue
-        ok = False
-        if g.is_late(name):
-            continue  # a member without class probabilities: check_late_labels says so, in its terms
-        path = g.path(name) + rel
-        if TOKENS in cfg.accepts and shape.kind == FEATURES:
-            ctx.report("E-FLOAT-IDS", path, f"'{ref}' gives float features {shape.batch_shape()}, but "
-                       f"{cfg.type} reads token ids", "read a `text` input: it tokenizes and gives int64 ids "
-                       "with an attention mask (never feed token ids through a float input)")
-        else:
-            wants = " or ".join(sorted(cfg.accepts))
-            fix = {TOKENS: "a `text` input", INDEX: "a `categorical` input", FEATURES: "an input, "
-                   "encoder or early fusion giving feature vectors", "image": "an `image` input"}
-            ctx.report("E-MODALITY", path, f"{cfg.type} reads {wants}, but '{ref}' gives {shape}",
-                       "connect " + " or ".join(fix.get(k, k) for k in sorted(cfg.accepts)))
-    return ok
 
 
 def check_late_labels(ctx: Context) -> None:
@@ -109,43 +74,6 @@ def _space(space) -> str:
     kind, n, names = space
     return f"{kind} over {n} {'labels' if kind == 'multilabel' else 'classes'}" + (
         f" [{', '.join(map(str, names))}]" if names else "")
-
-
-def label_space(g: Graph, name: str):
-    """``((kind, size, names), target)`` of a prediction node, or ``(None, None)``."""
-    # Follow first members down through nested late fusions; a loop (reported as E-CYCLE) ends it.
-    target, seen = None, set()
-    while name not in seen:
-        seen.add(name)
-        cfg = g.nodes.get(name)
-        if cfg is None:
-            return None, None
-        if g.is_late(name):
-            target = target or cfg.target
-            if not cfg.inputs:
-                return None, None
-            name = cfg.inputs[0]
-            continue
-        if g.section[name] == "heads":
-            return cfg.label_space(), target or cfg.target or name
-        return None, None
-    return None, None
-
-
-def prediction_kind(g: Graph, name: str) -> str | None:
-    space, _ = label_space(g, name)
-    if g.section.get(name) == "heads":
-        return g.nodes[name].kind
-    return space[0] if space else None
-
-
-def prediction_metrics(g: Graph, name: str) -> list[str]:
-    """Metrics reported for a head or late fusion (a late fusion defaults to its first member's)."""
-    cfg = g.nodes[name]
-    names = cfg.resolved_metrics()
-    if not names and g.is_late(name) and cfg.inputs and cfg.inputs[0] in g.nodes and cfg.inputs[0] != name:
-        return prediction_metrics(g, cfg.inputs[0])
-    return names
 
 
 def check_losses(ctx: Context) -> None:

@@ -1,7 +1,8 @@
 """Command line: parses arguments and calls the pipeline; maps errors to exit codes, never tracebacks.
 
-Exit codes: 0 success, 1 invalid spec, 2 usage error, 3 data error, 4 checkpoint/run error,
-5 training error, 6 pretrained files could not be fetched, 130 interrupted.
+Exit codes (defined in :mod:`archspec.errors`): 0 success, 1 invalid spec, 2 usage error,
+3 data error, 4 checkpoint/run error, 5 training error, 6 pretrained files could not be fetched,
+130 interrupted.
 """
 
 from __future__ import annotations
@@ -11,9 +12,7 @@ import json
 import sys
 
 from . import __version__
-from .errors import ArchspecError, SpecError, render_github, render_json
-
-EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
+from .errors import EXIT_INTERRUPTED, EXIT_INVALID, EXIT_OK, EXIT_USAGE, ArchspecError, SpecError, render_github
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -132,7 +131,7 @@ def cmd_schema(args) -> int:
 
 
 def cmd_build(args) -> int:
-    from .commands.build import run_build
+    from .build_report import run_build
 
     return run_build(args)
 
@@ -173,7 +172,7 @@ def _launch_distributed(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from .serve import evaluate, format_metrics, metrics_json
+    from .inference import evaluate, format_metrics, metrics_json
 
     if args.baseline:
         metrics, base = evaluate(args.run, args.data, baseline=True)
@@ -190,12 +189,12 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    from .serve import predict
+    from .inference import predict
 
     df = predict(args.run, args.data, args.out)
     print(f"wrote {len(df)} rows × {len(df.columns)} columns to {args.out}")
     if args.show > 0:
-        from .serve import show_predictions
+        from .inference import show_predictions
 
         print(show_predictions(args.run, args.data, df, args.show))
     return EXIT_OK
@@ -261,7 +260,7 @@ def main(argv=None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         print("archspec: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     except BrokenPipeError:
         return EXIT_OK
 

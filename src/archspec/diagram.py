@@ -10,7 +10,9 @@ features, and are drawn dashed; the two edges into a similarity head are labelle
 
 from __future__ import annotations
 
-SECTIONS = ("inputs", "encoders", "fusions", "heads")
+from .registry import SECTION_KINDS
+
+SECTIONS = tuple(SECTION_KINDS)
 FORMATS = {"mermaid": ".mmd", "dot": ".dot"}
 
 # Mermaid node outlines: (open, close) around the quoted label.

@@ -20,6 +20,16 @@ SEVERITIES = (ERROR, WARNING, NOTE)
 
 Path = tuple  # a YAML path: tuple of str keys and int indices
 
+# Exit codes of the command line, defined here only: each error class below carries its own.
+EXIT_OK = 0  # success
+EXIT_INVALID = 1  # a spec is invalid (or another user error without its own code)
+EXIT_USAGE = 2  # bad command-line arguments
+EXIT_DATA = 3  # the data does not match the spec
+EXIT_CHECKPOINT = 4  # a run directory or checkpoint is missing, corrupt or does not fit
+EXIT_TRAINING = 5  # training cannot go on
+EXIT_FETCH = 6  # `archspec fetch` could not get some pretrained files
+EXIT_INTERRUPTED = 130  # Ctrl-C
+
 
 def format_path(path: Sequence) -> str:
     """Render a YAML path the way a reader writes it: ``heads.tags.metrics[1]``."""
@@ -112,7 +122,7 @@ def render_json(diags: Sequence[Diagnostic]) -> str:
 class ArchspecError(ValueError):
     """Root of every error archspec raises for a user's mistake."""
 
-    exit_code = 1
+    exit_code = EXIT_INVALID
 
 
 class SpecError(ArchspecError):
@@ -140,22 +150,22 @@ class BuildError(ArchspecError):
 class DataError(ArchspecError):
     """The data does not match the spec (missing columns, bad labels, non-finite values)."""
 
-    exit_code = 3
+    exit_code = EXIT_DATA
 
 
 class CheckpointError(ArchspecError):
     """A run directory or checkpoint is missing, corrupt or does not match the spec."""
 
-    exit_code = 4
+    exit_code = EXIT_CHECKPOINT
 
 
 class TrainingError(ArchspecError):
     """Training cannot go on (e.g. a non-finite loss with ``on_nonfinite: error``)."""
 
-    exit_code = 5
+    exit_code = EXIT_TRAINING
 
 
 class FetchError(ArchspecError):
     """``archspec fetch`` could not get some pretrained files; the message names each one and why."""
 
-    exit_code = 6
+    exit_code = EXIT_FETCH

@@ -147,7 +147,7 @@ def _input_specs(model, keys: list[str]) -> list[dict]:
 
 
 def _output_specs(model) -> list[dict]:
-    from .checks import label_space, prediction_kind
+    from .graph import label_space, prediction_kind
 
     checked = getattr(model, "checked", None)
     graph = checked.graph if checked is not None else None

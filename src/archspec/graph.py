@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from .errors import ERROR, WARNING, Diagnostic, did_you_mean
-from .spec import SECTIONS
+from .errors import did_you_mean
+from .registry import SECTION_KINDS as SECTIONS
 
 NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -177,3 +177,41 @@ def unused_nodes(g: Graph) -> list[str]:
         needed.add(n)
         stack.extend(g.edges.get(n, []))
     return [n for n in g.nodes if n not in needed]
+
+
+def label_space(g: Graph, name: str):
+    """``((kind, size, names), target)`` of a prediction node, or ``(None, None)``."""
+    # Follow first members down through nested late fusions; a loop (reported as E-CYCLE) ends it.
+    target, seen = None, set()
+    while name not in seen:
+        seen.add(name)
+        cfg = g.nodes.get(name)
+        if cfg is None:
+            return None, None
+        if g.is_late(name):
+            target = target or cfg.target
+            if not cfg.inputs:
+                return None, None
+            name = cfg.inputs[0]
+            continue
+        if g.section[name] == "heads":
+            return cfg.label_space(), target or cfg.target or name
+        return None, None
+    return None, None
+
+
+def prediction_kind(g: Graph, name: str) -> str | None:
+    """Kind of a prediction (``multiclass``, ``regression``, ...); a late fusion takes its members'."""
+    space, _ = label_space(g, name)
+    if g.section.get(name) == "heads":
+        return g.nodes[name].kind
+    return space[0] if space else None
+
+
+def prediction_metrics(g: Graph, name: str) -> list[str]:
+    """Metrics reported for a head or late fusion (a late fusion defaults to its first member's)."""
+    cfg = g.nodes[name]
+    names = cfg.resolved_metrics()
+    if not names and g.is_late(name) and cfg.inputs and cfg.inputs[0] in g.nodes and cfg.inputs[0] != name:
+        return prediction_metrics(g, cfg.inputs[0])
+    return names

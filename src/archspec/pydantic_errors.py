@@ -22,9 +22,7 @@ from pydantic import BaseModel
 
 from .errors import ERROR, Diagnostic, did_you_mean
 from .load import SourceMap
-from .registry import REGISTRIES
-
-_SECTION_KIND = {"inputs": "input", "encoders": "encoder", "fusions": "fusion", "heads": "head"}
+from .registry import REGISTRIES, SECTION_KINDS
 
 # pydantic error type → what was expected, in a spec author's words
 _EXPECTED = {
@@ -128,8 +126,8 @@ def _keys(models) -> list[str]:
 
 
 def _known_types(path: tuple) -> tuple[str, list[str]]:
-    if len(path) == 2 and path[0] in _SECTION_KIND:
-        kind = _SECTION_KIND[path[0]]
+    if len(path) == 2 and path[0] in SECTION_KINDS:
+        kind = SECTION_KINDS[path[0]]
     elif path and path[-1] == "loss":
         kind = "loss"
     elif path and path[-1] in ("optimizer", "schedule", "tokenizer"):

@@ -15,7 +15,9 @@ from typing import Callable
 from .errors import did_you_mean
 
 ENTRY_POINT_GROUP = "archspec.components"
-NODE_KINDS = ("input", "encoder", "fusion", "head")
+# The one section → node kind table: a spec's sections, in the order they are read and built.
+SECTION_KINDS = {"inputs": "input", "encoders": "encoder", "fusions": "fusion", "heads": "head"}
+NODE_KINDS = tuple(SECTION_KINDS.values())
 KINDS = ("input", "encoder", "fusion", "head", "loss", "optimizer", "schedule", "tokenizer")
 
 

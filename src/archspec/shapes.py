@@ -61,3 +61,40 @@ class Shape:
 
 def features(width) -> Shape:
     return Shape(FEATURES, (width,))
+
+
+def infer_shapes(ctx) -> None:
+    """Shape of every node into ``ctx.shapes``, in topological order; modality mismatches reported on
+    the edge (``ctx`` is a :class:`archspec.checks.Context`)."""
+    g = ctx.graph
+    for name in g.order:
+        cfg = g.nodes[name]
+        ins = [ctx.shapes.get(s) for s in g.edges[name]]
+        if any(s is None for s in ins) or len(ins) != len(cfg.references()):
+            continue  # upstream already broken and reported
+        if not _modalities_ok(ctx, name, cfg, ins):
+            continue
+        ctx.shapes[name] = cfg.infer(ins, ctx.at(g.path(name)))
+
+
+def _modalities_ok(ctx, name: str, cfg, ins: list[Shape]) -> bool:
+    g = ctx.graph
+    ok = True
+    for (rel, ref), shape in zip(cfg.references(), ins):
+        if shape.kind in cfg.accepts:
+            continue
+        ok = False
+        if g.is_late(name):
+            continue  # a member without class probabilities: check_late_labels says so, in its terms
+        path = g.path(name) + rel
+        if TOKENS in cfg.accepts and shape.kind == FEATURES:
+            ctx.report("E-FLOAT-IDS", path, f"'{ref}' gives float features {shape.batch_shape()}, but "
+                       f"{cfg.type} reads token ids", "read a `text` input: it tokenizes and gives int64 ids "
+                       "with an attention mask (never feed token ids through a float input)")
+        else:
+            wants = " or ".join(sorted(cfg.accepts))
+            fix = {TOKENS: "a `text` input", INDEX: "a `categorical` input", FEATURES: "an input, "
+                   "encoder or early fusion giving feature vectors", "image": "an `image` input"}
+            ctx.report("E-MODALITY", path, f"{cfg.type} reads {wants}, but '{ref}' gives {shape}",
+                       "connect " + " or ".join(fix.get(k, k) for k in sorted(cfg.accepts)))
+    return ok

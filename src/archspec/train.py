@@ -23,7 +23,7 @@ from .build import compile_loss, compile_spec
 from .errors import CheckpointError, TrainingError
 from .optim import lr_at, make_optimizer
 from .pipeline import Checked, check_file, check_text
-from .predict_utils import batches, evaluate_outputs, run_model, take
+from .outputs import batches, evaluate_outputs, run_model, take
 from .progress import Progress
 
 

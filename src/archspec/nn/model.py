@@ -7,8 +7,6 @@ from torch import nn
 
 from ..shapes import IMAGE, INDEX, TOKENS, Shape
 
-SECTION_ATTR = {"encoders": "encoders", "fusions": "fusions", "heads": "heads"}
-
 
 class CompiledModel(nn.Module):
     """An ``nn.Module`` compiled from a spec.
@@ -29,7 +27,7 @@ class CompiledModel(nn.Module):
         self.fusions = nn.ModuleDict()
         self.heads = nn.ModuleDict()
         for name, module in modules.items():
-            getattr(self, SECTION_ATTR[sections[name]])[name] = module
+            getattr(self, sections[name])[name] = module
         self.plan = plan  # [(name, section, [argument keys])] in topological order
         self.sections = sections
         self.predictions = list(predictions)
@@ -47,7 +45,7 @@ class CompiledModel(nn.Module):
                 p.requires_grad_(False)
 
     def node_module(self, name: str) -> nn.Module:
-        return getattr(self, SECTION_ATTR[self.sections[name]])[name]
+        return getattr(self, self.sections[name])[name]
 
     def train(self, mode: bool = True):
         """Like ``nn.Module.train``, but frozen encoders stay in eval mode (BatchNorm statistics
@@ -72,7 +70,7 @@ class CompiledModel(nn.Module):
         """``_subplan`` as ``(name, section attribute, args, is similarity)``, cached: ``run`` is on
         the hot path of every training step, so it does no per-call planning or attribute lookups."""
         if targets not in self._step_plans:
-            self._step_plans[targets] = [(name, SECTION_ATTR[section], tuple(args), name in self.similarity)
+            self._step_plans[targets] = [(name, section, tuple(args), name in self.similarity)
                                          for name, section, args in self._subplan(targets)]
         return self._step_plans[targets]
 

@@ -10,12 +10,12 @@ from typing import Annotated, Literal, Union
 
 from pydantic import Field, create_model
 
-from ..registry import REGISTRIES, load_plugins, on_change
+from ..registry import REGISTRIES, SECTION_KINDS, load_plugins, on_change
 from . import encoders, fusions, heads, inputs, losses, training  # noqa: F401  (register components)
 from .base import Name, StrictModel
 from .training import TrainingConfig
 
-SECTIONS = {"inputs": "input", "encoders": "encoder", "fusions": "fusion", "heads": "head"}
+SECTIONS = SECTION_KINDS
 FORMAT_VERSION = 1
 
 _cache: dict = {}

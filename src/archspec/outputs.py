@@ -6,7 +6,7 @@ import contextlib
 
 import torch
 
-from .checks import label_space, prediction_kind, prediction_metrics
+from .graph import label_space, prediction_kind, prediction_metrics
 from .metrics import classification_metrics, recall_at_k, recall_ks, regression_metrics
 
 

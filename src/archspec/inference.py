@@ -9,10 +9,10 @@ import torch
 
 from . import checkpoint as ckpt
 from .build import compile_loss, compile_spec
-from .checks import prediction_kind
+from .graph import prediction_kind
 from .errors import CheckpointError, DataError
 from .pipeline import check_text
-from .predict_utils import evaluate_outputs, label_names, run_model, to_probabilities
+from .outputs import evaluate_outputs, label_names, run_model, to_probabilities
 
 
 def load_run(run_dir, which: str = "best"):

@@ -16,7 +16,8 @@ import json
 import sys
 from pathlib import Path
 
-EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
+from .errors import EXIT_INVALID, EXIT_OK, EXIT_USAGE
+
 BYTES_PER_PARAM = 4  # float32
 COLUMNS = ("Node", "Kind", "Inputs", "Output shape", "Trainable", "Frozen")
 
@@ -147,14 +148,14 @@ def run_build(args) -> int:
         BuildError: a component cannot be built, or an export fails.
         ShapeError: the dry run disagrees with the checker.
     """
-    from ..pipeline import check_file
+    from .pipeline import check_file
 
     if args.export and not args.out:
         print("archspec build: --export needs --out DIR", file=sys.stderr)
         return EXIT_USAGE
     trained = None
     if Path(args.file).is_dir():  # a run directory: its own spec and trained weights
-        from ..serve import load_run
+        from .inference import load_run
 
         trained, _, checked = load_run(args.file)
     else:
@@ -167,7 +168,7 @@ def run_build(args) -> int:
             print(d.render(), file=sys.stderr)
 
     if args.graph:
-        from ..diagram import FORMATS, render
+        from .diagram import FORMATS, render
 
         text = render(checked, args.graph)
         if args.out:
@@ -180,7 +181,7 @@ def run_build(args) -> int:
         if not args.export:
             return EXIT_OK
 
-    from ..build import compile_spec
+    from .build import compile_spec
 
     model = trained if trained is not None else compile_spec(checked)
     summary = summarize(model)
@@ -192,7 +193,7 @@ def run_build(args) -> int:
             sys.stdout.write(render_text(summary))
         sys.stdout.flush()
     if args.export:
-        from ..export import export
+        from .export import export
 
         result = export(model, args.out, args.export)
         summary["exports"] = {"manifest": str(result.manifest_path), "files": [str(p) for p in result.files]}
