@@ -2,15 +2,17 @@
 
 A tiny BERT saved with ``save_pretrained`` stands in for a downloaded model: the checker reads its
 width from the directory's ``config.json`` (nothing deferred), and the build loads exactly its
-weights. Tests run with ``HF_HUB_OFFLINE=1`` (see conftest), as archspec never downloads.
+weights. Tests run with ``HF_HUB_OFFLINE=1`` (see conftest): a hub name that is not cached fails at
+once, without opening a connection. Downloading on first use is tested against a local server in
+tests/test_hub_download.py.
 """
 
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
@@ -126,16 +128,24 @@ def test_uncached_hub_name_is_a_deferred_note(tmp_path):
     assert r.shapes["enc"].dims == (None,)
 
 
-def test_uncached_hub_name_fails_fast_with_a_build_error(tmp_path):
+def test_uncached_hub_name_fails_fast_with_a_build_error(tmp_path, monkeypatch):
     assert os.environ.get("HF_HUB_OFFLINE") == "1"
     spec = write_spec(tmp_path, NOT_CACHED)
-    start = time.perf_counter()
+    attempts = []
+
+    def guard(sock, address):  # offline means no connection attempt at all (so no retries, no waiting)
+        attempts.append(address)
+        raise ConnectionRefusedError("socket guard")
+
+    monkeypatch.setattr(socket.socket, "connect", guard)
     with pytest.raises(BuildError) as info:
         compile_spec(spec)
-    assert time.perf_counter() - start < 10
+    assert attempts == []
     message = str(info.value)
-    assert message.startswith("encoders.enc: cannot build transformer 'archspec-tests/no-such-model-anywhere'")
-    assert "local directory" in message and "never downloads" in message
+    assert message.startswith("encoders.enc: cannot build transformer 'archspec-tests/no-such-model-anywhere': "
+                              "not in the Hugging Face cache")
+    assert "offline mode is on (HF_HUB_OFFLINE=1)" in message
+    assert "archspec fetch SPEC" in message and "local directory" in message
     assert "\n" not in message
 
 

@@ -43,6 +43,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--data", metavar="FILE", help="training data (overrides training.data.train)")
     t.add_argument("--out", metavar="DIR", help="run directory (default runs/<name>)")
     t.add_argument("--resume", metavar="RUN", help="continue a run from its last checkpoint")
+    t.add_argument("--init-from", metavar="RUN",
+                   help="start from another run's weights, matched by node name (e.g. after unfreezing)")
     t.add_argument("--epochs", type=int, help="override training.epochs")
     t.add_argument("--max-steps", type=int, help="stop after this many optimizer steps")
     t.add_argument("--plot", action="store_true", help="draw the learning curves to RUN/learning_curves.png")
@@ -140,13 +142,17 @@ def cmd_train(args) -> int:
     if args.file is None and args.resume is None:
         print("archspec train: give a SPEC, or --resume RUN", file=sys.stderr)
         return EXIT_USAGE
+    if args.init_from and args.resume:
+        print("archspec train: --init-from starts a new run; --resume continues one — give only one",
+              file=sys.stderr)
+        return EXIT_USAGE
     if args.nproc_per_node > 1 and "WORLD_SIZE" not in __import__("os").environ:
         return _launch_distributed(args)
     from .train import train
 
     progress = {"auto": None, "bar": True, "lines": False}[args.progress]
     train(args.file, data=args.data, out=args.out, resume=args.resume, max_steps=args.max_steps,
-          epochs=args.epochs, progress=progress, plot=args.plot)
+          epochs=args.epochs, progress=progress, plot=args.plot, init_from=args.init_from)
     return EXIT_OK
 
 

@@ -144,7 +144,7 @@ def train(spec_path=None, **kwargs) -> Path:
 
 def fit(spec_path=None, *, data: str | None = None, out: str | None = None, resume: str | None = None,
         max_steps: int | None = None, epochs: int | None = None, progress: bool | None = None,
-        plot: bool = False, log=print) -> TrainResult:
+        plot: bool = False, log=print, init_from: str | None = None) -> TrainResult:
     """Train a spec and write a run directory.
 
     Args:
@@ -154,6 +154,8 @@ def fit(spec_path=None, *, data: str | None = None, out: str | None = None, resu
         resume: a run directory to continue from its last checkpoint.
         max_steps / epochs: override the spec (e.g. for quick checks).
         progress: live progress bar; default: when stdout is a terminal.
+        init_from: a finished run whose weights start this one, matched by node name (the second
+            stage of transfer learning: unfreeze, then fine-tune; see :mod:`archspec.warm_start`).
 
     Returns:
         a :class:`TrainResult`.
@@ -230,6 +232,10 @@ def fit(spec_path=None, *, data: str | None = None, out: str | None = None, resu
     # --- model, loss, optimizer --------------------------------------------------------------
     device = _device(rank)
     model = compile_spec(checked, preprocessor=pre).to(device)
+    if init_from is not None and resume is None:
+        from .warm_start import warm_start
+
+        warm_start(model, init_from, say)
     if is_main and resume is None:
         from .baselines import fit_baseline
 
