@@ -219,19 +219,24 @@ def test_validate_online_reads_width_and_limits_from_a_served_config(served, tmp
     ok = write(tmp_path, "ok.yaml", spec_text(image=False))
     too_long = write(tmp_path, "long.yaml", spec_text(max_length=64, image=False))
     missing = write(tmp_path, "missing.yaml", spec_text(model=MISSING, image=False))
+    big_vocab = write(tmp_path, "vocab.yaml", spec_text(image=False).replace(
+        f"{{type: pretrained, name: {REPO}}}", "{type: wordpiece, vocab_size: 60}"))
     try:
         res = run_steps([{"argv": ["validate", ok]}, {"argv": ["validate", "--online", "--shapes", ok]},
-                         {"argv": ["validate", "--online", too_long]}, {"argv": ["validate", "--online", missing]}],
+                         {"argv": ["validate", "--online", too_long]}, {"argv": ["validate", "--online", missing]},
+                         {"argv": ["validate", big_vocab]}],
                         HF_ENDPOINT=url, HF_HOME=tmp_path / "hf")
     finally:
         hub.stop()
-    offline_default, online, long_, miss = res
+    offline_default, online, long_, miss, vocab = res
     assert offline_default["rc"] == 0 and "N-DEFERRED" in offline_default["out"]
     assert online["rc"] == 0 and "N-DEFERRED" not in online["out"], online
     assert "text_enc                 transformer    (B, 24) features" in online["out"]
     assert long_["rc"] == 1
     assert "the input's max_length 64 exceeds the model's max_position_embeddings 32" in long_["out"]
     assert miss["rc"] == 0 and f"no model '{MISSING}' on the hub" in miss["out"]
+    # the config fetched above is in the cache now: the model's vocab_size (40) is known without --online
+    assert vocab["rc"] == 1 and "the tokenizer may emit ids up to 59, but 'text_enc' embeds only 40" in vocab["out"]
     # only config.json was fetched, and validate never imported torch
     assert {p.rsplit("/", 1)[-1] for p in hub.downloads()} == {"config.json"}
     assert all(r["heavy"] == [] for r in res), [r["heavy"] for r in res]
@@ -241,3 +246,34 @@ def test_validate_online_reads_width_and_limits_from_a_served_config(served, tmp
     assert gone["rc"] == 0, gone
     assert f"note[N-DEFERRED]: encoders.text_enc.pretrained: '{MISSING}' could not be looked up on the hub: the hub " \
            f"({url}) could not be reached" in gone["out"]
+
+
+def test_fetch_picks_what_transformers_loads():
+    """Small config/tokenizer files at the top level; safetensors over .bin; no TF/Flax/ONNX copies."""
+    from archspec.fetch import _hf_patterns
+
+    files = {"config.json": 1, "model.safetensors": 9, "pytorch_model.bin": 9, "tf_model.h5": 9,
+             "flax_model.msgpack": 9, "onnx/model.onnx": 9, "onnx/config.json": 1, "tokenizer.json": 2,
+             "vocab.txt": 1, "README.md": 1, "spiece.model": 1}
+    assert _hf_patterns(files, {"model"}) == ["config.json", "model.safetensors", "spiece.model", "tokenizer.json",
+                                              "vocab.txt"]
+    assert _hf_patterns(files, {"tokenizer"}) == ["config.json", "spiece.model", "tokenizer.json", "vocab.txt"]
+    sharded_bin = {"config.json": 1, "pytorch_model-00001-of-00002.bin": 9, "pytorch_model-00002-of-00002.bin": 9,
+                   "pytorch_model.bin.index.json": 1}
+    assert _hf_patterns(sharded_bin, {"model"}) == sorted(sharded_bin)
+
+
+def test_references_lists_only_what_can_be_downloaded(tmp_path):
+    from archspec import hub
+    from archspec.pipeline import check_text
+
+    (tmp_path / "local_bert").mkdir()
+    (tmp_path / "local_bert" / "config.json").write_text('{"model_type": "bert", "hidden_size": 8}')
+    text = spec_text(model="./local_bert", tokenizer=REPO).replace(
+        "weights: DEFAULT", "weights_path: ./w.safetensors")
+    refs = hub.references(check_text(text, base_dir=tmp_path).raise_for_errors().spec)
+    assert refs == [hub.Reference("tokenizer", REPO, where="inputs.text.tokenizer.name")]
+    refs = hub.references(check_text(spec_text()).raise_for_errors().spec)
+    assert [(r.kind, r.label(), r.where) for r in refs] == [
+        ("tokenizer", REPO, "inputs.text.tokenizer.name"), ("model", REPO, "encoders.text_enc.pretrained"),
+        ("torchvision", "squeezenet1_1.DEFAULT", "encoders.backbone.weights")]
