@@ -158,3 +158,16 @@ def test_cli_build_of_uncached_hub_name_exits_1_without_traceback(tmp_path):
     assert "Traceback" not in proc.stderr
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("archspec: error: encoders.enc: cannot build transformer"), proc.stderr
+
+
+def test_config_overrides_values_but_never_how_files_load(tiny_bert):
+    root, path, _ = tiny_bert
+    spec = write_spec(root, "./models/tiny_bert", "cls", name="override.yaml")
+    text = spec.read_text().replace("pooling: cls}", "pooling: cls, config: {hidden_dropout_prob: 0.3}}")
+    spec.write_text(text)
+    model = compile_spec(spec)
+    assert model.encoders["enc"].model.config.hidden_dropout_prob == 0.3
+    spec.write_text(text.replace("hidden_dropout_prob: 0.3", "revision: other, proxies: {https: x}"))
+    with pytest.raises(BuildError) as info:
+        compile_spec(spec)
+    assert "`config` may set model values only, not how files are loaded: remove proxies, revision" in str(info.value)

@@ -244,6 +244,12 @@ def _hf_reference(cfg, ctx) -> str:
     return ref
 
 
+#: from_pretrained options that choose what is downloaded and run; never taken from a spec's `config`
+_LOADER_KEYS = frozenset({"trust_remote_code", "revision", "code_revision", "cache_dir", "proxies", "token",
+                          "use_auth_token", "local_files_only", "force_download", "subfolder", "_commit_hash",
+                          "use_safetensors", "mirror"})
+
+
 @register_builder("encoder", "transformer")
 def build_transformer(cfg, in_shapes, ctx) -> nn.Module:
     from transformers import AutoConfig, AutoModel
@@ -255,6 +261,10 @@ def build_transformer(cfg, in_shapes, ctx) -> nn.Module:
     overrides = dict(cfg.config or {})
     from ..spec.hf import POOLER_TYPES
 
+    steering = sorted(set(overrides) & _LOADER_KEYS)
+    if steering:
+        raise BuildError(f"`config` may set model values only, not how files are loaded: remove "
+                         f"{', '.join(steering)} (trust_remote_code is never taken from a spec)")
     try:
         if cfg.pretrained is None:
             model_type = overrides.pop("model_type")
@@ -268,7 +278,10 @@ def build_transformer(cfg, in_shapes, ctx) -> nn.Module:
             # transformers' default); offline, local_files_only fails at once instead of retrying.
             # trust_remote_code is never taken from a spec.
             load_kw = {"local_files_only": hub.offline(), "trust_remote_code": False}
-            hf_cfg = AutoConfig.from_pretrained(ref, **load_kw, **overrides)
+            hf_cfg = AutoConfig.from_pretrained(ref, **load_kw)
+            # the spec's `config` overrides config values only: applied after loading, so a key such as
+            # `revision`, `cache_dir`, `proxies` or `trust_remote_code` can never steer the download
+            hf_cfg.update(overrides)
             pool_kw = ({"add_pooling_layer": False}
                        if hf_cfg.model_type in POOLER_TYPES and cfg.pooling != "pooler" else {})
             model = AutoModel.from_pretrained(ref, config=hf_cfg, **load_kw, **pool_kw)
