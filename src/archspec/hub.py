@@ -137,7 +137,10 @@ def explain(exc: BaseException, name: str) -> str:
         return f"'{name}' is not a valid hub model name"
     if off and isinstance(exc, off) or offline():
         return f"offline mode is on ({offline_reason() or 'local_files_only'})"
-    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
+    if local and isinstance(exc, local):  # "cannot find the requested files in the local cache ...": say why
+        cause = exc.__cause__ or exc.__context__
+        text = (str(cause).strip().splitlines() or [type(cause).__name__])[0][:200] if cause else "no answer"
     return f"the hub ({endpoint}) could not be reached: {text}"
 
 
@@ -174,10 +177,13 @@ def fetch_config(name: str):
     if offline():
         return None, f"offline mode is on ({offline_reason()})"
     try:
-        from huggingface_hub import hf_hub_download
+        from huggingface_hub import get_hf_file_metadata, hf_hub_download, hf_hub_url
     except ImportError:
         return None, "`huggingface_hub` is not installed (pip install 'archspec[hub]')"
     try:
+        # one HEAD first, without retries: an unreachable hub is a note at once (hf_hub_download alone
+        # backs off for ~25 s when the file is not cached)
+        get_hf_file_metadata(hf_hub_url(name, "config.json"), timeout=10)
         return Path(hf_hub_download(name, "config.json", etag_timeout=10)), ""
     except Exception as exc:  # noqa: BLE001 - any failure becomes a note that says why, never a traceback
         return None, explain(exc, name)
