@@ -281,3 +281,32 @@ def test_references_lists_only_what_can_be_downloaded(tmp_path):
     assert [(r.kind, r.label(), r.where) for r in refs] == [
         ("tokenizer", REPO, "inputs.text.tokenizer.name"), ("model", REPO, "encoders.text_enc.pretrained"),
         ("torchvision", "squeezenet1_1.DEFAULT", "encoders.backbone.weights")]
+
+
+def test_archspec_offline_alone_turns_every_loader_offline(tmp_path, monkeypatch):
+    """ARCHSPEC_OFFLINE=1 (what `--offline` sets) is enough: no connection, the how-to message."""
+    import socket
+
+    from archspec.build import compile_spec
+    from archspec.data.text import PretrainedText
+    from archspec.errors import BuildError
+
+    for key in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("ARCHSPEC_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    attempts = []
+    monkeypatch.setattr(socket.socket, "connect", lambda sock, address: attempts.append(address))
+    with pytest.raises(BuildError) as tok:
+        PretrainedText.from_name(REPO, None, 8)
+    assert "offline mode is on (--offline / ARCHSPEC_OFFLINE=1)" in str(tok.value)
+    with pytest.raises(BuildError) as weights:
+        compile_spec(spec_text(model="./nowhere", tokenizer="./nowhere").replace(
+            "  text_enc: {type: transformer, input: text, pretrained: ./nowhere, pooling: cls}\n",
+            "  text_enc: {type: embedding_bag, input: text, dim: 8}\n").replace(
+            "{type: pretrained, name: ./nowhere}", "{type: wordpiece, vocab_size: 40}"))
+    assert str(weights.value).startswith("encoders.backbone: weights squeezenet1_1.DEFAULT are not in the torch hub "
+                                         f"cache ({tmp_path / 'torch' / 'hub' / 'checkpoints'}")
+    assert "offline mode is on (--offline / ARCHSPEC_OFFLINE=1)" in str(weights.value)
+    assert attempts == []
