@@ -310,3 +310,30 @@ def test_archspec_offline_alone_turns_every_loader_offline(tmp_path, monkeypatch
                                          f"cache ({tmp_path / 'torch' / 'hub' / 'checkpoints'}")
     assert "offline mode is on (--offline / ARCHSPEC_OFFLINE=1)" in str(weights.value)
     assert attempts == []
+
+
+def test_load_failures_say_what_went_wrong(monkeypatch):
+    """The reason shown for a hub model that would not load: a hub error, or transformers refusing it."""
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    from archspec import hub
+
+    for key in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "ARCHSPEC_OFFLINE"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+    try:
+        try:
+            raise ConnectionRefusedError("[Errno 111] Connection refused")
+        except ConnectionRefusedError as net:
+            raise LocalEntryNotFoundError("cannot find the requested files in the local cache") from net
+    except LocalEntryNotFoundError as hub_error:
+        try:
+            raise OSError("We couldn't connect to 'https://huggingface.co'") from hub_error
+        except OSError as wrapped:
+            msg = hub.load_failure("org/m", wrapped)
+    assert msg.startswith("cannot download it: the hub (http://127.0.0.1:9) could not be reached: [Errno 111] "
+                          "Connection refused — check the name and the network, or fetch it")
+    remote_code = ValueError("Loading org/m requires you to execute the configuration file in that repo on your local "
+                             "machine. ... set the option `trust_remote_code=True` to remove this error.")
+    assert "which archspec never runs" in hub.load_failure("org/m", remote_code)
+    assert hub.load_failure("org/m", KeyError("weird")).startswith("'weird' — check that 'org/m' is a transformers model")

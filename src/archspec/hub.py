@@ -164,8 +164,15 @@ def load_failure(name: str, exc: BaseException, what: str = "model") -> str:
     if offline():
         return (f"not in the Hugging Face cache ({hf_cache()}) and offline mode is on ({offline_reason()}) — "
                 + how_to_get(name, what))
-    why = explain(_root_cause(exc), name)
-    return f"cannot download it: {why} — check the name and the network, or " + how_to_get(name, what)
+    cause = _root_cause(exc)
+    if not type(cause).__module__.startswith("huggingface_hub"):  # downloaded, but transformers refused it
+        if "trust_remote_code" in str(exc):
+            return (f"'{name}' needs code from its own repository to load (trust_remote_code), which archspec "
+                    "never runs — choose a model that transformers itself implements")
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        return f"{first} — check that '{name}' is a transformers model, or give a local directory saved with " \
+               "save_pretrained"
+    return f"cannot download it: {explain(cause, name)} — check the name and the network, or " + how_to_get(name, what)
 
 
 def fetch_config(name: str):
