@@ -167,6 +167,9 @@ def test_fetch_gets_everything_reports_failures_then_offline_builds_never_connec
     good = write(tmp_path, "good.yaml", spec_text())
     bad = write(tmp_path, "bad.yaml", spec_text(model=MISSING, tokenizer=REPO, image=False))
     other_weights = write(tmp_path, "other.yaml", spec_text().replace("squeezenet1_1", "squeezenet1_0"))
+    run_dir = tmp_path / "runs" / "trained"
+    run_dir.mkdir(parents=True)
+    write(run_dir, "spec.yaml", spec_text())
     cache = tmp_path / "airgap"
     try:
         steps = [{"argv": ["fetch", good, bad, "--cache-dir", str(cache)]}, {"argv": ["fetch", good, "--cache-dir", str(cache)]}]
@@ -194,10 +197,11 @@ def test_fetch_gets_everything_reports_failures_then_offline_builds_never_connec
                          {"argv": ["build", bad], "guard": True},
                          {"argv": ["fetch", bad], "guard": True},
                          {"argv": ["build", other_weights], "guard": True},
-                         {"tokenizer": MISSING, "guard": True}],
+                         {"tokenizer": MISSING, "guard": True},
+                         {"argv": ["fetch", str(run_dir)], "guard": True}],
                         HF_HOME=cache / "huggingface", TORCH_HOME=cache / "torch", HF_HUB_OFFLINE=1,
                         TV_URL=f"{url}/{served['tv_name']}")
-    assert [r["rc"] for r in offline] == [0, 0, 1, 6, 1, 1], offline
+    assert [r["rc"] for r in offline] == [0, 0, 1, 6, 1, 1, 0], offline
     assert all(r["connects"] == [] for r in offline), [r["connects"] for r in offline]
     assert f"cached  {REPO}" in offline[0]["out"] and "nothing downloaded" in offline[0]["out"]
     message = offline[2]["err"].strip().splitlines()[-1]
@@ -213,6 +217,7 @@ def test_fetch_gets_everything_reports_failures_then_offline_builds_never_connec
     assert tok_msg.startswith(f"inputs.tokenizer: cannot load pretrained tokenizer '{MISSING}': not in the Hugging "
                               "Face cache"), tok_msg
     assert f"hf download {MISSING}" in tok_msg
+    assert "2 of 2 ready" in offline[6]["out"]  # a run directory: what evaluating it elsewhere needs
 
 
 @pytest.mark.integration

@@ -79,7 +79,7 @@ def _parser() -> argparse.ArgumentParser:
     pl.add_argument("--out", metavar="FILE")
 
     f = sub.add_parser("fetch", help="download the pretrained models, tokenizers and weights specs name")
-    f.add_argument("files", nargs="+", metavar="SPEC")
+    f.add_argument("files", nargs="+", metavar="SPEC", help="a spec file, or a run directory (its own spec)")
     f.add_argument("--cache-dir", metavar="DIR",
                    help="put everything under DIR (DIR/huggingface, DIR/torch) to copy to an offline machine")
     for name in ("build", "train", "evaluate", "predict", "fetch"):

@@ -148,11 +148,26 @@ def _fetch_torchvision(model: str, weights: str, cache_dir: Path | None) -> Fetc
     return item
 
 
+def _checked(source):
+    """A spec file, or a run directory (its own spec, relative paths as when it was trained)."""
+    from .pipeline import check_file, check_text
+
+    path = Path(source)
+    if not path.is_dir():
+        return check_file(path).raise_for_errors()
+    if not (path / "spec.yaml").is_file():
+        raise FetchError(f"{source} is a directory but not a run directory (no spec.yaml): give a spec file or a run")
+    from .train import RunPaths, _stored_base
+
+    run = RunPaths(path)
+    return check_text(run.spec.read_text(), str(run.spec), base_dir=_stored_base(run)).raise_for_errors()
+
+
 def fetch(files, cache_dir=None, echo=print) -> list[Fetched]:
     """Download (or, offline, look up) every pretrained model, tokenizer and torchvision weights the specs name.
 
     Args:
-        files: spec paths.
+        files: spec files or run directories (what evaluating a run elsewhere needs).
         cache_dir: one folder for everything (``DIR/huggingface/hub``, ``DIR/torch/hub``); default:
             the libraries' own caches (``HF_HOME``, ``TORCH_HOME``).
         echo: where each line of the report goes.
@@ -164,11 +179,9 @@ def fetch(files, cache_dir=None, echo=print) -> list[Fetched]:
         SpecError: a spec is invalid (nothing is fetched).
         FetchError: something could not be fetched; every failure is named with its reason.
     """
-    from .pipeline import check_file
-
     wanted: dict[tuple, tuple[set, list]] = {}
     for f in files:
-        checked = check_file(f).raise_for_errors()
+        checked = _checked(f)
         for ref in hub.references(checked.spec):
             key = ("hf", ref.name) if ref.kind in ("model", "tokenizer") else ("tv", ref.name, ref.weights)
             kinds, where = wanted.setdefault(key, (set(), []))
