@@ -342,3 +342,15 @@ def test_load_failures_say_what_went_wrong(monkeypatch):
                              "machine. ... set the option `trust_remote_code=True` to remove this error.")
     assert "which archspec never runs" in hub.load_failure("org/m", remote_code)
     assert hub.load_failure("org/m", KeyError("weird")).startswith("'weird' — check that 'org/m' is a transformers model")
+
+
+def test_fetch_of_a_spec_without_pretrained_files_or_an_invalid_spec(tmp_path, capsys):
+    from archspec.cli import main
+
+    assert main(["fetch", str(ROOT / "specs" / "two_tower.yaml")]) == 0
+    assert "nothing to fetch" in capsys.readouterr().out
+    bad = write(tmp_path, "bad.yaml", spec_text().replace("from: both", "from: bothh"))
+    assert main(["fetch", bad]) == 1  # an invalid spec: its diagnostics, and nothing is fetched
+    assert "error[E-REF]" in capsys.readouterr().err
+    assert main(["fetch", str(tmp_path)]) == 6
+    assert "is a directory but not a run directory" in capsys.readouterr().err
