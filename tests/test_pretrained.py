@@ -171,3 +171,32 @@ def test_config_overrides_values_but_never_how_files_load(tiny_bert):
     with pytest.raises(BuildError) as info:
         compile_spec(spec)
     assert "`config` may set model values only, not how files are loaded: remove proxies, revision" in str(info.value)
+
+
+def test_a_trained_run_loads_without_the_pretrained_weights(tiny_bert, tmp_path):
+    """The run's checkpoint holds every weight and the run saves the model's config: evaluating or
+    predicting later builds the encoder from those (the pretrained weights may be gone)."""
+    import shutil
+
+    import pandas as pd
+
+    from archspec.inference import load_run
+    from archspec.train import train
+
+    _, path, _ = tiny_bert
+    shutil.copytree(path, tmp_path / "models" / "tiny_bert")
+    spec = write_spec(tmp_path, "./models/tiny_bert", "cls", name="run.yaml")
+    words = [f"w{i}" for i in range(30)]
+    df = pd.DataFrame({"text": [" ".join(words[i % 7: i % 7 + 4]) for i in range(24)],
+                       "label": [i % 3 for i in range(24)]})
+    df.to_csv(tmp_path / "train.csv", index=False)
+    run = train(str(spec), data=str(tmp_path / "train.csv"), out=str(tmp_path / "run"), max_steps=2,
+                progress=False, log=lambda *a, **k: None)
+    assert (run / "pretrained" / "enc" / "config.json").is_file()
+    model, pre, _ = load_run(run)
+    batch = model.example_batch(3, seed=1)
+    before = model.encode(batch, "enc")
+
+    (tmp_path / "models" / "tiny_bert" / "model.safetensors").unlink()  # the pretrained weights are gone
+    again, _, _ = load_run(run)
+    torch.testing.assert_close(again.encode(batch, "enc"), before)

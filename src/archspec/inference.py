@@ -25,7 +25,7 @@ def load_run(run_dir, which: str = "best"):
         raise CheckpointError(f"{run_dir} is not a trained run directory (no spec.yaml / checkpoints/)")
     checked = check_text(run.spec.read_text(), str(run.spec), base_dir=_stored_base(run)).raise_for_errors()
     pre = Preprocessor.load(run.preprocess, checked)
-    model = compile_spec(checked, preprocessor=pre)
+    model = compile_spec(checked, preprocessor=pre, weights_from_run=run.root)  # no pretrained download
     name = which if ckpt.read_pointer(run.checkpoints, which, missing_ok=True) else "last"
     try:
         model.load_state_dict(ckpt.load_weights(run.checkpoints, name))

@@ -238,6 +238,10 @@ def fit(spec_path=None, *, data: str | None = None, out: str | None = None, resu
 
         warm_start(model, init_from, say)
     if is_main and resume is None:
+        from .warm_start import save_pretrained_configs
+
+        save_pretrained_configs(model, run.root)  # the run rebuilds its encoders without the model cache
+    if is_main and resume is None:
         from .baselines import fit_baseline
 
         ckpt.atomic_write_json(run.root / "baseline.json", fit_baseline(model, x_train, y_train))

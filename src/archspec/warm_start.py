@@ -59,3 +59,19 @@ def warm_start(model, run_dir, log=print) -> dict:
     log(f"initialised from {run_dir} ({name} checkpoint): {', '.join(loaded)}"
         + (f"; fresh: {', '.join(fresh)}" if fresh else "") + (f"; not used: {', '.join(unused)}" if unused else ""))
     return {"loaded": loaded, "fresh": fresh, "unused": unused, "checkpoint": name}
+
+
+def save_pretrained_configs(model, run_dir) -> list[str]:
+    """Save the transformers config of every pretrained ``transformer`` node under ``RUN/pretrained/<node>``.
+
+    A trained run then rebuilds those encoders from its own files (``compile_spec(weights_from_run=RUN)``):
+    its checkpoint holds every weight, so evaluating or predicting never needs the pretrained files.
+    """
+    saved = []
+    for name, cfg in model.node_configs.items():
+        if getattr(cfg, "type", None) == "transformer" and cfg.pretrained:
+            folder = Path(run_dir) / "pretrained" / name
+            folder.mkdir(parents=True, exist_ok=True)
+            model.encoders[name].model.config.to_json_file(str(folder / "config.json"))
+            saved.append(name)
+    return saved

@@ -160,6 +160,21 @@ def _named_weights(name: str, weights: str):
     return w, cached
 
 
+def _architecture_of(name: str, weights: str) -> dict:
+    """The constructor arguments torchvision derives from named weights (read from the enum, no download)."""
+    import torchvision
+
+    enum = torchvision.models.get_model_weights(name)
+    meta = (enum.DEFAULT if weights == "DEFAULT" else enum[weights]).meta
+    if name in ("googlenet", "inception_v3"):
+        return {"transform_input": True, "aux_logits": False, "init_weights": False}
+    if name.startswith("vit_"):
+        return {"image_size": meta["min_size"][0]}
+    if name.startswith("maxvit"):
+        return {"input_size": meta["min_size"]}
+    return {}
+
+
 @contextlib.contextmanager
 def _weights_only_state_dicts():
     """torchvision loads its weight files with ``torch.load(weights_only=False)``; a file in the cache
@@ -183,7 +198,11 @@ def build_torchvision(cfg, in_shapes, ctx) -> nn.Module:
     kwargs = {}
     if cfg.model in ("googlenet", "inception_v3") and not cfg.weights:
         kwargs = {"aux_logits": False, "init_weights": True}
-    weights, cached = _named_weights(cfg.model, cfg.weights) if cfg.weights else (None, True)
+    if cfg.weights and getattr(ctx, "weights_from_run", None) is not None:
+        # a trained run's checkpoint gives every weight: the architecture the named weights imply, no file
+        weights, cached, kwargs = None, True, _architecture_of(cfg.model, cfg.weights)
+    else:
+        weights, cached = _named_weights(cfg.model, cfg.weights) if cfg.weights else (None, True)
     try:
         # named weights not in the cache are downloaded here by torchvision (progress bar, hash checked)
         with _weights_only_state_dicts():
@@ -285,13 +304,18 @@ def build_transformer(cfg, in_shapes, ctx) -> nn.Module:
             # transformers' default); offline, local_files_only fails at once instead of retrying.
             # trust_remote_code is never taken from a spec.
             load_kw = {"local_files_only": hub.offline(), "trust_remote_code": False}
-            hf_cfg = AutoConfig.from_pretrained(ref, **load_kw)
+            saved = ctx.saved_config() if hasattr(ctx, "saved_config") else None
+            hf_cfg = AutoConfig.from_pretrained(str(saved) if saved else ref, **load_kw)
             # the spec's `config` overrides config values only: applied after loading, so a key such as
             # `revision`, `cache_dir`, `proxies` or `trust_remote_code` can never steer the download
             hf_cfg.update(overrides)
             pool_kw = ({"add_pooling_layer": False}
                        if hf_cfg.model_type in POOLER_TYPES and cfg.pooling != "pooler" else {})
-            model = AutoModel.from_pretrained(ref, config=hf_cfg, **load_kw, **pool_kw)
+            if getattr(ctx, "weights_from_run", None) is not None:
+                # a trained run's checkpoint gives every weight: the architecture only, nothing downloaded
+                model = AutoModel.from_config(hf_cfg, **pool_kw)
+            else:
+                model = AutoModel.from_pretrained(ref, config=hf_cfg, **load_kw, **pool_kw)
     except (OSError, ValueError, KeyError, TypeError, AssertionError, RuntimeError) as exc:
         where = cfg.pretrained or (cfg.config or {}).get("model_type")
         if cfg.pretrained and hub.is_hub_name(cfg.pretrained):
