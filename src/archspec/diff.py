@@ -203,7 +203,17 @@ def _category(path: tuple) -> str:
 
 
 def diff_checked(old: Checked, new: Checked) -> Diff:
-    """The semantic diff of two valid checked specs."""
+    """The semantic diff of two valid checked specs.
+
+    Example:
+        >>> spec = "archspec: 1\\nname: m\\ninputs: {{x: {{type: numeric, columns: {}}}}}\\n" \\
+        ...        "heads: {{y: {{type: regression, from: x}}}}\\n"
+        >>> d = diff_checked(check_text(spec.format("[a]")), check_text(spec.format("[a, b]")))
+        >>> summary(d)
+        '1 field changed, 1 shape changed, parameters 2 → 3 (+1), checkpoint-incompatible'
+        >>> d.fields[0]["path"], d.fields[0]["old"], d.fields[0]["new"], d.fields[0]["line"]
+        ('inputs.x.columns', ['a'], ['a', 'b'], 3)
+    """
     d = Diff(old.file, new.file)
     on, nn_ = _nodes(old), _nodes(new)
     ren = _renames(on, nn_)
