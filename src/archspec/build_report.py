@@ -50,7 +50,7 @@ def summarize(model, fitted_from: str | None = None) -> dict:
             "name": name,
             "section": g.section[name],
             "type": g.nodes[name].type,
-            "inputs": list(g.edges.get(name, [])),
+            "inputs": g.sources(name),
             "shape": ["B", *shape.dims],
             "kind": shape.kind,
             "dtype": shape.dtype,
