@@ -53,6 +53,9 @@ CODES: dict[str, tuple[str, str]] = {
     "E-REF-KIND": ("Wrong kind of node read",
                    "An edge connects nodes that cannot be connected: e.g. a head reading a head, or a late "
                    "fusion (which combines predictions) reading features."),
+    "E-REF-OUTPUT": ("Unknown task output",
+                     "A `NODE.TASK` reference names a task output the node does not have, or a node with one "
+                     "output per task (`mmoe`) is read without naming the task."),
     "E-CYCLE": ("Cycle", "The graph has a cycle; a spec is a directed acyclic graph."),
     "E-NO-HEADS": ("No heads", "Nothing is predicted or trained: add a head."),
     # --- shapes and semantics
@@ -62,6 +65,9 @@ CODES: dict[str, tuple[str, str]] = {
     "E-FLOAT-IDS": ("Token ids read as floats",
                     "Token ids arrive through a float input; a transformer or embedding needs a `text` input "
                     "that gives int64 ids and an attention mask."),
+    "E-SEQUENCE": ("Sequence where a vector is expected (or the reverse)",
+                   "A sequence (B, T, D) reaches a node that reads one vector per example, or a pooled vector "
+                   "reaches a cross-attention fusion that attends over a sequence: set the encoder's pooling."),
     "E-SHAPE": ("Shape mismatch",
                 "Inferred shapes do not fit: towers of different widths, an image too small for the stages, "
                 "a weight list of the wrong length, a hidden size not divisible by the heads, ..."),
@@ -85,6 +91,9 @@ CODES: dict[str, tuple[str, str]] = {
     "E-METRIC": ("Metric unknown or not applicable",
                  "The metric does not exist or does not apply to this prediction (e.g. mae on a classifier), or "
                  "early stopping names a metric the head does not report."),
+    "E-LOSS-WEIGHTING": ("Loss weighting cannot work",
+                         "A learned `training.loss_weighting` (uncertainty, gradnorm, dwa) needs at least two "
+                         "losses, and gradnorm needs a trainable node they share."),
     "W-SQUASH": ("Squashing activation before the output",
                  "A softmax/sigmoid feeds a head that applies its own softmax/sigmoid in the loss: the model "
                  "trains on probabilities of probabilities. Usually a mistake copied from Keras code."),
@@ -98,6 +107,9 @@ CODES: dict[str, tuple[str, str]] = {
     "W-BACKBONE": ("Backbone not in archspec's table",
                    "The torchvision model is unknown to archspec: its width (and parameter count) is only known "
                    "at build. Check the name."),
+    "W-MMOE-LEVELS": ("MMoE levels without task experts",
+                      "Several `levels` without `task_experts` stack identical mixtures of the same experts: "
+                      "more parameters, no new structure. Set `task_experts` (PLE) or `levels: 1`."),
     "N-WEIGHTS": ("Named weights must be cached",
                   "Named torchvision weights are read from the local torch hub cache; archspec never downloads "
                   "at build time."),

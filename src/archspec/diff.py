@@ -128,6 +128,12 @@ def _ref_keys(cfg) -> set:
     return {rel[0] for rel, _ in cfg.references()}
 
 
+def _renamed(ref: str, mapping: dict) -> str:
+    """A reference with its node renamed: ``moe.genres`` follows a rename of ``moe``."""
+    node, dot, port = ref.partition(".")
+    return mapping.get(node, node) + dot + port
+
+
 def _mapped(dump: dict, cfg, mapping: dict) -> dict:
     """``dump`` with every reference renamed through ``mapping`` (OLD names → NEW names)."""
     out = copy.deepcopy(dump)
@@ -135,7 +141,7 @@ def _mapped(dump: dict, cfg, mapping: dict) -> dict:
         target = out
         for part in rel[:-1]:
             target = target[part]
-        target[rel[-1]] = mapping.get(ref, ref)
+        target[rel[-1]] = _renamed(ref, mapping)
     if isinstance(out.get("project"), dict):  # an early fusion's per-branch widths, keyed by branch name
         out["project"] = {mapping.get(k, k): v for k, v in out["project"].items()}
     return out
@@ -260,8 +266,8 @@ def diff_checked(old: Checked, new: Checked) -> Diff:
             own_change.add(name)
             if path and path[0] in STRUCTURAL:
                 structural.add(name)
-        oedges = [ren.get(s, s) for s in old.graph.edges.get(oname, [])]
-        nedges = list(new.graph.edges.get(name, []))
+        oedges = [_renamed(s, ren) for s in _sources(old.graph, oname)]
+        nedges = _sources(new.graph, name)
         if oedges != nedges:
             key = sorted(_ref_keys(cfg))
             path = (sec, name, key[0]) if len(key) == 1 else (sec, name)
@@ -309,6 +315,11 @@ def diff_checked(old: Checked, new: Checked) -> Diff:
 
     _checkpoint(d, old, new, po, pn, ren, back, own_change)
     return d
+
+
+def _sources(g, name: str) -> list:
+    """What a node reads, with the task output where it reads one (``moe.genres``)."""
+    return list(g.sources(name))
 
 
 def _qual(c: Checked, name: str) -> str:
