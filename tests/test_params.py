@@ -155,3 +155,22 @@ def test_pretrained_tokenizer_in_the_local_cache_gives_an_exact_count(tmp_path, 
             "encoders: {e: {type: embedding_bag, input: t, dim: 5}}\nheads: {y: {type: binary, from: e}}\n")
     rep = count_params(check_text(text))
     assert rep.nodes["e"].exact and rep.nodes["e"].value == 4 * 5
+
+
+@pytest.mark.parametrize("name", ["two_tower", "movie_tagger"])
+def test_archspec_build_json_reports_the_static_counts(name, capsys):
+    """The command itself (not only the compiled module) agrees, bound flags included."""
+    import json
+
+    from archspec.cli import main
+
+    path = ROOT / "specs" / f"{name}.yaml"
+    assert main(["build", str(path), "--format", "json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    report = count_params(check_file(path))
+    assert summary["totals"]["params"] == report.total.value
+    assert summary["totals"]["bound"] is report.total.bound
+    for node in summary["nodes"]:
+        if node["section"] != "inputs":
+            c = report.nodes[node["name"]]
+            assert node["trainable"] + node["frozen"] == c.value and node["bound"] is c.bound
