@@ -104,6 +104,9 @@ CODES: dict[str, tuple[str, str]] = {
     "W-SIM-BCE": ("Raw similarity as a logit",
                   "A cosine or euclidean score fed straight into binary cross-entropy caps the predicted "
                   "probability (0.73 for cosine): add a temperature or a learned scale."),
+    "W-SIM-TEMPERATURE": ("Temperature applied twice",
+                          "A contrastive similarity head sets both its own `temperature` and the loss's: the "
+                          "score is divided twice. Keep one."),
     "W-BACKBONE": ("Backbone not in archspec's table",
                    "The torchvision model is unknown to archspec: its width (and parameter count) is only known "
                    "at build. Check the name."),
