@@ -174,3 +174,19 @@ def test_archspec_build_json_reports_the_static_counts(name, capsys):
         if node["section"] != "inputs":
             c = report.nodes[node["name"]]
             assert node["trainable"] + node["frozen"] == c.value and node["bound"] is c.bound
+
+
+@pytest.mark.parametrize("head", [
+    "{type: similarity, query: q, candidate: c, learn_scale: true}",
+    "{type: similarity, query: q, candidate: c, loss: {type: contrastive, learn_temperature: true}}",
+    "{type: similarity, query: q, candidate: c, metric: cosine, temperature: 0.1, loss: {type: contrastive}}",
+])
+def test_similarity_head_counts(head):
+    text = ("archspec: 1\nname: m\ninputs: {a: {type: numeric, columns: [x, y]}, b: {type: numeric, columns: [z]}}\n"
+            "encoders: {q: {type: mlp, input: a, layers: [4]}, c: {type: mlp, input: b, layers: [4]}}\n"
+            f"heads: {{s: {head}}}\n")
+    checked = check_text(text)
+    assert checked.ok(), [d.render() for d in checked.diagnostics]
+    with torch.device("meta"):
+        model = compile_spec(checked, dry_run=False)
+    assert count_params(checked).nodes["s"].value == sum(model.parameter_counts("s"))

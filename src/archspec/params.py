@@ -295,7 +295,8 @@ def _node_count(checked, name: str, cfg, fitted: dict) -> Count:
             outputs = cfg.label_space()[1]
         n += w * outputs + outputs
     elif kind == "similarity":
-        n = 2 if cfg.learn_scale else 0
+        learned_t = cfg.loss.type == "contrastive" and getattr(cfg.loss, "learn_temperature", False)
+        n = (2 if cfg.learn_scale else 0) + (1 if learned_t else 0)  # scale and bias; log(1/T)
     else:
         counter = getattr(cfg, "static_params", None)
         n = counter([checked.shapes.get(s) for s in srcs]) if callable(counter) else None
