@@ -126,6 +126,16 @@ CODES: dict[str, tuple[str, str]] = {
     "W-HF-KEY": ("Unknown inline transformer config key",
                  "The key is not a field of this model type's transformers config; transformers would store it "
                  "and ignore it, so the setting silently has no effect."),
+    # --- sweep files (archspec sweep)
+    "E-SWEEP": ("Sweep file does not fit its spec",
+                "A sweep file names an unknown metric or node, a parameter path that cannot be written, or a "
+                "distribution its sampler cannot use. The sweep would fail or search the wrong thing."),
+    "E-SWEEP-TRIAL": ("Sweep trial made the spec invalid",
+                      "The values drawn for a trial made the spec invalid; that trial failed. Narrow the "
+                      "parameter's range or choices."),
+    "W-SWEEP-SPACE": ("Sweep range reaches invalid specs",
+                      "An edge of a parameter's range makes the spec invalid on its own: trials that draw it "
+                      "will fail. Narrow the range."),
     # --- validate --data
     "E-DATA-FILE": ("Data file unreadable", "A data file given to `validate --data` is missing or does not parse."),
     "E-DATA-COLUMN": ("Column missing from the data",
