@@ -332,7 +332,10 @@ def _count(rep, name):
 
 
 def _param_row(node, a, b) -> dict:
-    row = {"node": node, "old": None if a is None else str(a), "new": None if b is None else str(b), "delta": None}
+    """Old and new counts as text (``≤ 4,260``, ``deferred (...)``) and as numbers, and the change."""
+    row = {"node": node, "old": None if a is None else str(a), "new": None if b is None else str(b), "delta": None,
+           "old_value": None if a is None else a.value, "new_value": None if b is None else b.value,
+           "bound": bool((a is not None and a.bound) or (b is not None and b.bound))}
     av = 0 if a is None else a.value
     bv = 0 if b is None else b.value
     if av is not None and bv is not None:
