@@ -85,6 +85,17 @@ CODES: dict[str, tuple[str, str]] = {
     "E-METRIC": ("Metric unknown or not applicable",
                  "The metric does not exist or does not apply to this prediction (e.g. mae on a classifier), or "
                  "early stopping names a metric the head does not report."),
+    "E-REF-OUTPUT": ("Unknown or missing task output",
+                     "A dotted reference `NODE.TASK` names a task output the node does not have, a node with one "
+                     "output per task (an `mmoe`) is read without naming the task, or a dot follows a node with a "
+                     "single output."),
+    "E-SEQUENCE": ("Sequence where a vector is expected, or the reverse",
+                   "A sequence (one vector per token or patch) reaches a node that reads one vector per example, "
+                   "or a pooled vector reaches a cross-attention fusion: pool it, or keep the sequence "
+                   "(`pooling: none`)."),
+    "E-LOSS-WEIGHTING": ("Learned loss weighting cannot apply",
+                         "A learned `training.loss_weighting` needs two or more losses; GradNorm also needs a "
+                         "trainable layer that every loss trains."),
     "W-SQUASH": ("Squashing activation before the output",
                  "A softmax/sigmoid feeds a head that applies its own softmax/sigmoid in the loss: the model "
                  "trains on probabilities of probabilities. Usually a mistake copied from Keras code."),
@@ -98,6 +109,9 @@ CODES: dict[str, tuple[str, str]] = {
     "W-BACKBONE": ("Backbone not in archspec's table",
                    "The torchvision model is unknown to archspec: its width (and parameter count) is only known "
                    "at build. Check the name."),
+    "W-MMOE-LEVELS": ("PLE levels without task experts",
+                      "Several `levels` of an `mmoe` with no `task_experts` stack identical mixtures; PLE's levels "
+                      "separate task-specific from shared experts."),
     "N-WEIGHTS": ("Named weights must be cached",
                   "Named torchvision weights are read from the local torch hub cache; archspec never downloads "
                   "at build time."),
