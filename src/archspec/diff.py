@@ -30,7 +30,8 @@ from .pipeline import Checked, check_file, check_text
 
 SECTIONS = ("inputs", "encoders", "fusions", "heads")
 #: fields whose change alters a module's parameters or buffers even at an equal count
-STRUCTURAL = {"norm", "branch_norm", "model", "config", "pretrained", "kernel_size"}
+STRUCTURAL = {"norm", "branch_norm", "model", "config", "pretrained", "kernel_size",
+              "tasks"}  # an mmoe's gates are per task, in this order
 _LOSS_KEYS = {"loss", "metrics", "threshold"}
 
 
@@ -250,8 +251,10 @@ def diff_checked(old: Checked, new: Checked) -> Diff:
             own_change.add(name)
             if path and path[0] in STRUCTURAL:
                 structural.add(name)
-        oedges = [ren.get(s, s) for s in old.graph.edges.get(oname, [])]
-        nedges = list(new.graph.edges.get(name, []))
+        # value keys, so a switch between task outputs of one mmoe (`moe.a` → `moe.b`) is a rewiring too
+        oedges = [ren.get(s.partition(".")[0], s.partition(".")[0]) + "".join(s.partition(".")[1:])
+                  for s in old.graph.sources(oname)]
+        nedges = list(new.graph.sources(name))
         if oedges != nedges:
             key = sorted(_ref_keys(cfg))
             path = (sec, name, key[0]) if len(key) == 1 else (sec, name)
