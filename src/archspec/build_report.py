@@ -186,11 +186,11 @@ def run_build(args) -> int:
     if args.export and not args.out:
         print("archspec build: --export needs --out DIR", file=sys.stderr)
         return EXIT_USAGE
-    trained, fitted_from = None, None
-    if Path(args.file).is_dir():  # a run directory: its own spec and trained weights
+    trained = pre = fitted_from = None
+    if Path(args.file).is_dir():  # a run directory: its own spec, trained weights and preprocessing
         from .inference import load_run
 
-        trained, _, checked = load_run(args.file)
+        trained, pre, checked = load_run(args.file)
         fitted_from = str(args.file)
     else:
         checked = check_file(args.file)
@@ -234,7 +234,7 @@ def run_build(args) -> int:
     if args.export:
         from .export import export
 
-        result = export(model, args.out, args.export)
+        result = export(model, args.out, args.export, preprocessor=pre)
         summary["exports"] = {"manifest": str(result.manifest_path), "files": [str(p) for p in result.files]}
         if args.format == "text" or not show:
             for p in result.files + [result.manifest_path]:

@@ -78,6 +78,10 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--out", metavar="FILE", help="also write the metrics as JSON here")
     e.add_argument("--baseline", action="store_true",
                    help="show trivial baselines (majority class, label frequency, popularity) next to the model")
+    e.add_argument("--catalogue", metavar="FILE",
+                   help="two towers: also rank each test pair's candidate among every item of this catalogue "
+                        "(recall@k, NDCG@k, MRR; see docs/retrieval.md)")
+    e.add_argument("--id-column", metavar="COLUMN", help="with --catalogue: the column that identifies an item")
 
     pr = sub.add_parser("predict", help="probabilities and labels per head for every row of a data file")
     pr.add_argument("run", metavar="RUN")
@@ -92,10 +96,86 @@ def _parser() -> argparse.ArgumentParser:
     dp.add_argument("names", nargs="+", metavar="NAME", help="data set name, or 'all'")
     dp.add_argument("--out", metavar="DIR", default="data", help="root folder (default: data)")
 
+    _retrieval_parsers(sub)
+
     pl = sub.add_parser("plot", help="draw a run's learning curves to a PNG")
     pl.add_argument("run", metavar="RUN")
     pl.add_argument("--out", metavar="FILE")
     return p
+
+
+def _retrieval_parsers(sub) -> None:
+    em = sub.add_parser("embed", help="embed every row of a data file with one tower of a two-tower run")
+    em.add_argument("run", metavar="RUN")
+    em.add_argument("--data", metavar="FILE", required=True)
+    em.add_argument("--tower", choices=["query", "candidate"], required=True)
+    em.add_argument("--out", metavar="FILE", required=True, help=".parquet (id, embedding) or .npy (+ .ids.jsonl)")
+    em.add_argument("--id-column", metavar="COLUMN", help="column of the row ids (default: row numbers)")
+    em.add_argument("--head", metavar="HEAD", help="the similarity head (when the spec has several)")
+    em.add_argument("--batch-size", type=int, default=1024, metavar="N")
+
+    ix = sub.add_parser("index", help="embed a catalogue with the candidate tower and build a nearest-neighbour index")
+    ix.add_argument("run", metavar="RUN")
+    ix.add_argument("--data", metavar="CATALOGUE", required=True)
+    ix.add_argument("--out", metavar="DIR", required=True)
+    ix.add_argument("--kind", choices=["exact", "hnsw", "ivf"], default="exact")
+    ix.add_argument("--id-column", metavar="COLUMN",
+                    help="column identifying an item (default: the candidate tower's categorical input)")
+    ix.add_argument("--head", metavar="HEAD")
+    ix.add_argument("--batch-size", type=int, default=1024, metavar="N")
+    ix.add_argument("--threads", type=int, metavar="N", help="faiss threads (default: torch's)")
+    ix.add_argument("--hnsw-m", type=int, metavar="M", help="HNSW links per node (default 32)")
+    ix.add_argument("--ef-construction", type=int, metavar="N", help="HNSW build beam (default 200)")
+    ix.add_argument("--ef-search", type=int, metavar="N", help="HNSW search beam (default 128)")
+    ix.add_argument("--nlist", type=int, metavar="N", help="IVF cells (default ~4·sqrt(items))")
+    ix.add_argument("--nprobe", type=int, metavar="N", help="IVF cells searched (default nlist/8)")
+
+    rt = sub.add_parser("retrieve", help="top-k catalogue items for every query row, from an index")
+    rt.add_argument("run", metavar="RUN")
+    rt.add_argument("--index", metavar="DIR", required=True)
+    rt.add_argument("--data", metavar="QUERIES", required=True)
+    rt.add_argument("-k", type=int, default=10)
+    rt.add_argument("--out", metavar="FILE", required=True, help=".csv, .jsonl or .parquet")
+    rt.add_argument("--exclude", metavar="COLUMN",
+                    help="column listing items each query has already seen (list, or ids separated by | or ,)")
+    rt.add_argument("--id-column", metavar="COLUMN", help="column of the query ids (default: row numbers)")
+    rt.add_argument("--batch-size", type=int, default=1024, metavar="N")
+    rt.add_argument("--threads", type=int, metavar="N")
+    rt.add_argument("--ef-search", type=int, metavar="N", help="override the index's HNSW search beam")
+    rt.add_argument("--nprobe", type=int, metavar="N", help="override the index's IVF cells searched")
+
+
+def cmd_embed(args) -> int:
+    from .retrieval import embed
+
+    n, dim = embed(args.run, args.data, args.out, side=args.tower, head=args.head, id_column=args.id_column,
+                   batch_size=args.batch_size)
+    print(f"wrote {n} {args.tower} embeddings of width {dim} to {args.out}")
+    return EXIT_OK
+
+
+def cmd_index(args) -> int:
+    from .retrieval import build_index
+
+    params = {"m": args.hnsw_m, "ef_construction": args.ef_construction, "ef_search": args.ef_search,
+              "nlist": args.nlist, "nprobe": args.nprobe}
+    info = build_index(args.run, args.data, args.out, kind=args.kind, head=args.head, id_column=args.id_column,
+                       batch_size=args.batch_size, params=params, threads=args.threads)
+    if info.note:
+        print(f"archspec: {info.note}", file=sys.stderr)
+    print(f"indexed {info.count} items ({info.duplicates} duplicate rows dropped), width {info.dim}, "
+          f"{info.kind} ({info.backend}) → {info.directory}")
+    return EXIT_OK
+
+
+def cmd_retrieve(args) -> int:
+    from .retrieval import retrieve
+
+    df = retrieve(args.run, args.index, args.data, args.out, k=args.k, exclude=args.exclude,
+                  id_column=args.id_column, batch_size=args.batch_size, threads=args.threads,
+                  params={"ef_search": args.ef_search, "nprobe": args.nprobe})
+    print(f"wrote {len(df)} hits for {df['query'].nunique()} queries to {args.out}")
+    return EXIT_OK
 
 
 def cmd_validate(args) -> int:
@@ -216,10 +296,20 @@ def cmd_evaluate(args) -> int:
 
     if args.baseline:
         metrics, base = evaluate(args.run, args.data, baseline=True)
-        payload = {"model": metrics, "baseline": base}
     else:
         metrics, base = evaluate(args.run, args.data), None
-        payload = metrics
+    if args.catalogue:
+        from .retrieval import catalogue_metrics
+
+        full, full_base, info = catalogue_metrics(args.run, args.data, args.catalogue, baseline=args.baseline,
+                                                  id_column=args.id_column)
+        metrics.update(full)
+        if base is not None:
+            base.update(full_base or {})
+        print(f"catalogue: {info['catalogue_items']} items, {info['test_rows']} test rows"
+              + (f", {info['not_in_catalogue']} of whose items are not in the catalogue (counted as misses)"
+                 if info["not_in_catalogue"] else ""), file=sys.stderr)
+    payload = {"model": metrics, "baseline": base} if args.baseline else metrics
     print(metrics_json(payload) if args.format == "json" else format_metrics(metrics, base))
     if args.out:
         from pathlib import Path
@@ -266,7 +356,8 @@ def cmd_plot(args) -> int:
 
 
 COMMANDS = {"validate": cmd_validate, "diff": cmd_diff, "schema": cmd_schema, "build": cmd_build, "train": cmd_train,
-            "evaluate": cmd_evaluate, "predict": cmd_predict, "plot": cmd_plot, "data": cmd_data}
+            "evaluate": cmd_evaluate, "predict": cmd_predict,
+            "embed": cmd_embed, "index": cmd_index, "retrieve": cmd_retrieve, "plot": cmd_plot, "data": cmd_data}
 
 
 def main(argv=None) -> int:

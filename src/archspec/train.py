@@ -236,6 +236,8 @@ def fit(spec_path=None, *, data: str | None = None, out: str | None = None, resu
 
         ckpt.atomic_write_json(run.root / "baseline.json", fit_baseline(model, x_train, y_train))
     loss_fn = compile_loss(model)
+    if loss_fn.needs_fit:  # contrastive heads: candidate frequencies (logQ) and random negatives
+        loss_fn.fit(x_train)
     ddp_model = model
     if world > 1:
         ddp_model = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=False)
@@ -314,7 +316,7 @@ def fit(spec_path=None, *, data: str | None = None, out: str | None = None, resu
                 targets = {k: v.to(device) for k, v in take(y_train, idx).items()}
                 with _autocast(tcfg, device):
                     outputs = ddp_model(inputs)
-                    total, per_head = weighting(outputs, targets, train=True)
+                    total, per_head = weighting(outputs, targets, inputs, train=True)
                 if not torch.isfinite(total):
                     if tcfg.on_nonfinite == "error":
                         raise TrainingError(f"non-finite loss at epoch {epoch + 1}, step {step}: head "
@@ -352,7 +354,7 @@ def fit(spec_path=None, *, data: str | None = None, out: str | None = None, resu
             metrics = {}
             if x_val is not None:
                 outputs = run_model(model, x_val, max(tcfg.batch_size, 256), device)
-                metrics = evaluate_outputs(model, outputs, {k: v for k, v in y_val.items()}, loss_fn)
+                metrics = evaluate_outputs(model, outputs, {k: v for k, v in y_val.items()}, loss_fn, x_val)
             record = {"epoch": epoch + 1, "step": step, "train_loss": running, "lr": lr,
                       "time_s": round(time.time() - t0, 3), "skipped_steps": skipped, **weighting.log(),
                       **{f"val/{k}": v for k, v in metrics.items()}}
