@@ -70,6 +70,27 @@ def _parser() -> argparse.ArgumentParser:
                    help="live progress bar (default: when stdout is a terminal)")
     t.add_argument("--nproc-per-node", type=int, default=1, metavar="N",
                    help="train with N processes (DistributedDataParallel via torchrun)")
+    _track_args(t)
+
+    sw = sub.add_parser("sweep", help="hyperparameter sweep over a spec on Optuna (see docs/loop.md)")
+    sw.add_argument("file", metavar="SPEC", nargs="?", help="the base spec")
+    sw.add_argument("--config", metavar="SWEEP", help="the sweep file (params, metric, trials, sampler, pruner)")
+    sw.add_argument("--out", metavar="DIR", help="sweep directory (default sweeps/<name>); an existing one "
+                    "with the same spec and sweep file is joined as another worker")
+    sw.add_argument("--resume", metavar="DIR", help="continue a sweep directory")
+    sw.add_argument("--show", metavar="DIR", help="print a sweep's trials table and write its best spec")
+    sw.add_argument("--storage", metavar="URL", help="Optuna storage (SQLAlchemy URL; default sqlite in DIR)")
+    sw.add_argument("--schema", action="store_true", help="print the JSON Schema of sweep files")
+    _track_args(sw)
+
+    sv = sub.add_parser("serve", help="HTTP prediction server for a run or export directory (see docs/loop.md)")
+    sv.add_argument("run", metavar="RUN", help="a trained run directory or an export directory")
+    sv.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    sv.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
+    sv.add_argument("--max-batch", type=int, default=64, metavar="ROWS",
+                    help="most rows run in one forward pass when requests are batched (default 64)")
+    sv.add_argument("--max-wait-ms", type=float, default=5.0, metavar="MS",
+                    help="longest a request waits for others to join its batch (default 5)")
 
     e = sub.add_parser("evaluate", help="metrics of a trained run on a labelled data file")
     e.add_argument("run", metavar="RUN")
@@ -178,6 +199,36 @@ def cmd_retrieve(args) -> int:
     return EXIT_OK
 
 
+def _track_args(p) -> None:
+    p.add_argument("--track", choices=["tensorboard", "mlflow"], action="append",
+                   help="log to TensorBoard / MLflow (repeatable; overrides training.tracking)")
+    p.add_argument("--tracking-uri", metavar="URI", help="MLflow tracking URI (default sqlite next to the runs)")
+
+
+def cmd_sweep(args) -> int:
+    from .sweep import run_sweep, show_sweep, sweep_schema
+
+    if args.schema:
+        print(json.dumps(sweep_schema(), indent=2))
+        return EXIT_OK
+    if args.show:
+        print(show_sweep(args.show, storage=args.storage))
+        return EXIT_OK
+    if args.resume is None and (args.file is None or args.config is None):
+        print("archspec sweep: give SPEC --config SWEEP.yaml, or --resume DIR, or --show DIR", file=sys.stderr)
+        return EXIT_USAGE
+    run_sweep(args.file, args.config, out=args.out, resume=args.resume, storage=args.storage,
+              track=args.track, tracking_uri=args.tracking_uri)
+    return EXIT_OK
+
+
+def cmd_serve(args) -> int:
+    from .server import serve
+
+    serve(args.run, host=args.host, port=args.port, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms)
+    return EXIT_OK
+
+
 def cmd_validate(args) -> int:
     from .pipeline import check_file
     from .datacheck import with_data_checks
@@ -265,8 +316,9 @@ def cmd_train(args) -> int:
     from .train import train
 
     progress = {"auto": None, "bar": True, "lines": False}[args.progress]
+    track = {"backends": args.track, "uri": args.tracking_uri} if args.track or args.tracking_uri else None
     train(args.file, data=args.data, out=args.out, resume=args.resume, max_steps=args.max_steps,
-          epochs=args.epochs, progress=progress, plot=args.plot)
+          epochs=args.epochs, progress=progress, plot=args.plot, track=track)
     return EXIT_OK
 
 
@@ -356,8 +408,8 @@ def cmd_plot(args) -> int:
 
 
 COMMANDS = {"validate": cmd_validate, "diff": cmd_diff, "schema": cmd_schema, "build": cmd_build, "train": cmd_train,
-            "evaluate": cmd_evaluate, "predict": cmd_predict,
-            "embed": cmd_embed, "index": cmd_index, "retrieve": cmd_retrieve, "plot": cmd_plot, "data": cmd_data}
+            "evaluate": cmd_evaluate, "predict": cmd_predict, "embed": cmd_embed, "index": cmd_index,
+            "retrieve": cmd_retrieve, "plot": cmd_plot, "data": cmd_data, "sweep": cmd_sweep, "serve": cmd_serve}
 
 
 def main(argv=None) -> int:

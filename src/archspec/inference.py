@@ -75,11 +75,44 @@ def predict(run_dir, data_file, out_file, batch_size: int = 256):
     Returns:
         the written ``pandas.DataFrame``.
     """
-    import pandas as pd
-
     model, pre, checked = load_run(run_dir)
     df, x, _ = _load_data(checked, pre, data_file, need_targets=False)
-    outputs = run_model(model, x, batch_size)
+    result = prediction_frame(model, pre, checked, run_model(model, x, batch_size), df.index)
+    out_path = Path(out_file)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = out_path.suffix.lower()
+    if suffix == ".parquet":
+        result.to_parquet(out_path, index=False)
+    elif suffix in (".jsonl", ".ndjson"):
+        result.to_json(out_path, orient="records", lines=True)
+    else:
+        result.to_csv(out_path, index=False)
+    return result
+
+
+def predict_frame(loaded, df, data_dir, batch_size: int = 256, file: str = "<rows>"):
+    """Predictions for the rows of a DataFrame (what :func:`predict` writes, without the file).
+
+    Args:
+        loaded: ``(model, preprocessor, checked)`` from :func:`load_run`.
+        df: rows with the spec's input columns (target columns are not needed).
+        data_dir: folder that relative image paths start from.
+
+    Raises:
+        DataError: a row does not fit the spec (the message names the row and column).
+    """
+    from .data import preflight
+
+    model, pre, checked = loaded
+    preflight(checked, df, file, "predict", data_dir=Path(data_dir), targets=False)
+    x, _ = pre.transform(df, Path(data_dir), targets=False)
+    return prediction_frame(model, pre, checked, run_model(model, x, batch_size), df.index)
+
+
+def prediction_frame(model, pre, checked, outputs: dict, index):
+    """One column per prediction value (labels, probabilities, scores), as :func:`predict` writes."""
+    import pandas as pd
+
     g = checked.graph
     cols: dict = {}
     for name in model.predictions:
@@ -109,17 +142,7 @@ def predict(run_dir, data_file, out_file, batch_size: int = 256):
         elif kind == "similarity":
             cols[f"{name}.score"] = out.numpy()
             cols[f"{name}.prob"] = torch.sigmoid(out).numpy()
-    result = pd.DataFrame(cols, index=df.index)
-    out_path = Path(out_file)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = out_path.suffix.lower()
-    if suffix == ".parquet":
-        result.to_parquet(out_path, index=False)
-    elif suffix in (".jsonl", ".ndjson"):
-        result.to_json(out_path, orient="records", lines=True)
-    else:
-        result.to_csv(out_path, index=False)
-    return result
+    return pd.DataFrame(cols, index=index)
 
 
 def format_metrics(metrics: dict, baseline: dict | None = None) -> str:
