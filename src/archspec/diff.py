@@ -30,7 +30,8 @@ from .pipeline import Checked, check_file, check_text
 
 SECTIONS = ("inputs", "encoders", "fusions", "heads")
 #: fields whose change alters a module's parameters or buffers even at an equal count
-STRUCTURAL = {"norm", "branch_norm", "model", "config", "pretrained", "kernel_size"}
+STRUCTURAL = {"norm", "branch_norm", "model", "config", "pretrained", "kernel_size",
+              "tasks"}  # an mmoe's gates are per task, in this order
 _LOSS_KEYS = {"loss", "metrics", "threshold"}
 
 
