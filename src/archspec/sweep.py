@@ -469,21 +469,37 @@ def _counted(trials, optuna) -> int:
                or (t.state == S.FAIL and "error" in t.user_attrs))
 
 
+_ORPHAN_S = 10.0
+
+
 def _recover_dead_local(study, optuna, log) -> None:
     """Fail and re-queue RUNNING trials of dead worker processes on this host (a SIGKILLed sweep),
     without waiting for the heartbeat's grace period."""
+    import datetime
+    import time
+
     S = optuna.trial.TrialState
     host = socket.gethostname()
     for t in study.get_trials(deepcopy=False, states=(S.RUNNING,)):
-        if t.user_attrs.get("host") != host or not t.user_attrs.get("pid"):
-            continue
-        try:
-            os.kill(int(t.user_attrs["pid"]), 0)
-            continue  # still alive: another local worker
-        except ProcessLookupError:
-            pass
-        except PermissionError:
-            continue
+        if "pid" not in t.user_attrs:
+            # A worker writes its host and pid right after Optuna creates the trial; a trial still
+            # without them a few seconds later lost its worker in between.
+            age = (datetime.datetime.now() - t.datetime_start).total_seconds() if t.datetime_start else 60
+            if age < _ORPHAN_S:
+                time.sleep(_ORPHAN_S - age)
+            t = study._storage.get_trial(t._trial_id)
+            if t.state != S.RUNNING or "pid" in t.user_attrs:
+                continue
+        elif t.user_attrs.get("host") != host:
+            continue  # another machine's worker: the storage's heartbeat decides
+        else:
+            try:
+                os.kill(int(t.user_attrs["pid"]), 0)
+                continue  # still alive: another local worker
+            except ProcessLookupError:
+                pass
+            except PermissionError:
+                continue
         if study._storage.set_trial_state_values(t._trial_id, S.FAIL):
             log(f"trial {t.number} was interrupted (its worker died); its parameters are queued again")
             _requeue(study, t)
@@ -752,6 +768,12 @@ def run_sweep(spec_path=None, config=None, *, out=None, resume=None, storage=Non
         try:
             fit(str(run_dir / "spec.yaml"), out=str(run_dir), progress=False, track=tr,
                 log=lambda *a, **k: log(f"  [trial {trial.number}]", *a, **k))
+        except KeyboardInterrupt:  # Ctrl-C: this trial fails uncounted; its parameters run first on resume
+            from .tracking import abort_active
+
+            abort_active("KILLED")
+            study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
+            raise
         except ArchspecError as exc:
             from .tracking import abort_active
 

@@ -100,6 +100,8 @@ class Tracker:
             c.end(Path(run_dir), status)
         if self.backends:
             atexit.unregister(self._abort)
+        if self in _ACTIVE:
+            _ACTIVE.remove(self)
 
     def _abort(self) -> None:  # the process ends without end(): mark runs as failed, keep what was logged
         if not self._closed:
@@ -169,7 +171,8 @@ def start_tracking(checked, run_dir, *, resume: bool = False, enabled: bool = Tr
                                 uri or (parent or {}).get("uri") or (cfg.mlflow_uri if cfg else None),
                                 experiment or (cfg.experiment if cfg else None), parent, run_name))
     t = Tracker(made, callbacks)
-    _ACTIVE.append(t)
+    if made:
+        _ACTIVE.append(t)
     return t
 
 
