@@ -14,16 +14,38 @@ from . import __version__
 from .errors import EXIT_INTERRUPTED, EXIT_INVALID, EXIT_OK, EXIT_USAGE, ArchspecError, SpecError, render_github
 
 
+class _DataAction(argparse.Action):
+    """``--data [FILE]``: a YAML name after ``--data`` is a spec to validate, not a data file."""
+
+    def __call__(self, parser, namespace, value, option_string=None):
+        if isinstance(value, str) and value.lower().endswith((".yaml", ".yml")):
+            namespace.data_specs = [*(getattr(namespace, "data_specs", None) or []), value]
+            value = True
+        setattr(namespace, self.dest, value)
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="archspec", description="Declarative model compiler for PyTorch.")
     p.add_argument("--version", action="version", version=f"archspec {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     v = sub.add_parser("validate", help="check specs without importing torch")
-    v.add_argument("files", nargs="+", metavar="FILE")
+    v.add_argument("files", nargs="*", metavar="FILE")
     v.add_argument("--strict", action="store_true", help="treat warnings as errors")
-    v.add_argument("--format", choices=["text", "json", "github"], default="text")
-    v.add_argument("--shapes", action="store_true", help="print every node's inferred output shape")
+    v.add_argument("--format", choices=["text", "json", "github", "sarif"], default="text")
+    v.add_argument("--shapes", action="store_true",
+                   help="print every node's inferred output shape and parameter count")
+    v.add_argument("--run", metavar="RUN", help="count parameters with the vocabulary sizes RUN fitted")
+    v.add_argument("--data", metavar="FILE", nargs="?", const=True, default=None, action=_DataAction,
+                   help="also check the data's header against the spec (training.data files, or FILE)")
+    v.add_argument("--only-specs", action="store_true",
+                   help="skip files without a top-level `archspec:` key (for pre-commit on *.yaml)")
+
+    df = sub.add_parser("diff", help="what a change to a spec does: nodes, fields, edges, shapes, parameters")
+    df.add_argument("old", metavar="OLD", help="spec file, or REF:path read from git (main:specs/x.yaml)")
+    df.add_argument("new", metavar="NEW", help="spec file, or REF:path")
+    df.add_argument("--format", choices=["text", "json", "markdown"], default="text",
+                    help="markdown is made for a pull-request comment")
 
     sub.add_parser("schema", help="print the JSON Schema (draft 2020-12) of the spec language")
 
@@ -34,6 +56,7 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--export", choices=["torchscript", "onnx", "torch_export"], action="append",
                    help="export the model (repeatable)")
     b.add_argument("--out", metavar="DIR", help="directory for --export / --graph output")
+    b.add_argument("--run", metavar="RUN", help="build with the vocabulary sizes a trained run fitted")
 
     t = sub.add_parser("train", help="train a spec on its data; writes a run directory")
     t.add_argument("file", metavar="SPEC", nargs="?", help="spec file (optional with --resume)")
@@ -76,6 +99,10 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--out", metavar="FILE", help="also write the metrics as JSON here")
     e.add_argument("--baseline", action="store_true",
                    help="show trivial baselines (majority class, label frequency, popularity) next to the model")
+    e.add_argument("--catalogue", metavar="FILE",
+                   help="two towers: also rank each test pair's candidate among every item of this catalogue "
+                        "(recall@k, NDCG@k, MRR; see docs/retrieval.md)")
+    e.add_argument("--id-column", metavar="COLUMN", help="with --catalogue: the column that identifies an item")
 
     pr = sub.add_parser("predict", help="probabilities and labels per head for every row of a data file")
     pr.add_argument("run", metavar="RUN")
@@ -90,10 +117,86 @@ def _parser() -> argparse.ArgumentParser:
     dp.add_argument("names", nargs="+", metavar="NAME", help="data set name, or 'all'")
     dp.add_argument("--out", metavar="DIR", default="data", help="root folder (default: data)")
 
+    _retrieval_parsers(sub)
+
     pl = sub.add_parser("plot", help="draw a run's learning curves to a PNG")
     pl.add_argument("run", metavar="RUN")
     pl.add_argument("--out", metavar="FILE")
     return p
+
+
+def _retrieval_parsers(sub) -> None:
+    em = sub.add_parser("embed", help="embed every row of a data file with one tower of a two-tower run")
+    em.add_argument("run", metavar="RUN")
+    em.add_argument("--data", metavar="FILE", required=True)
+    em.add_argument("--tower", choices=["query", "candidate"], required=True)
+    em.add_argument("--out", metavar="FILE", required=True, help=".parquet (id, embedding) or .npy (+ .ids.jsonl)")
+    em.add_argument("--id-column", metavar="COLUMN", help="column of the row ids (default: row numbers)")
+    em.add_argument("--head", metavar="HEAD", help="the similarity head (when the spec has several)")
+    em.add_argument("--batch-size", type=int, default=1024, metavar="N")
+
+    ix = sub.add_parser("index", help="embed a catalogue with the candidate tower and build a nearest-neighbour index")
+    ix.add_argument("run", metavar="RUN")
+    ix.add_argument("--data", metavar="CATALOGUE", required=True)
+    ix.add_argument("--out", metavar="DIR", required=True)
+    ix.add_argument("--kind", choices=["exact", "hnsw", "ivf"], default="exact")
+    ix.add_argument("--id-column", metavar="COLUMN",
+                    help="column identifying an item (default: the candidate tower's categorical input)")
+    ix.add_argument("--head", metavar="HEAD")
+    ix.add_argument("--batch-size", type=int, default=1024, metavar="N")
+    ix.add_argument("--threads", type=int, metavar="N", help="faiss threads (default: torch's)")
+    ix.add_argument("--hnsw-m", type=int, metavar="M", help="HNSW links per node (default 32)")
+    ix.add_argument("--ef-construction", type=int, metavar="N", help="HNSW build beam (default 200)")
+    ix.add_argument("--ef-search", type=int, metavar="N", help="HNSW search beam (default 128)")
+    ix.add_argument("--nlist", type=int, metavar="N", help="IVF cells (default ~4·sqrt(items))")
+    ix.add_argument("--nprobe", type=int, metavar="N", help="IVF cells searched (default nlist/8)")
+
+    rt = sub.add_parser("retrieve", help="top-k catalogue items for every query row, from an index")
+    rt.add_argument("run", metavar="RUN")
+    rt.add_argument("--index", metavar="DIR", required=True)
+    rt.add_argument("--data", metavar="QUERIES", required=True)
+    rt.add_argument("-k", type=int, default=10)
+    rt.add_argument("--out", metavar="FILE", required=True, help=".csv, .jsonl or .parquet")
+    rt.add_argument("--exclude", metavar="COLUMN",
+                    help="column listing items each query has already seen (list, or ids separated by | or ,)")
+    rt.add_argument("--id-column", metavar="COLUMN", help="column of the query ids (default: row numbers)")
+    rt.add_argument("--batch-size", type=int, default=1024, metavar="N")
+    rt.add_argument("--threads", type=int, metavar="N")
+    rt.add_argument("--ef-search", type=int, metavar="N", help="override the index's HNSW search beam")
+    rt.add_argument("--nprobe", type=int, metavar="N", help="override the index's IVF cells searched")
+
+
+def cmd_embed(args) -> int:
+    from .retrieval import embed
+
+    n, dim = embed(args.run, args.data, args.out, side=args.tower, head=args.head, id_column=args.id_column,
+                   batch_size=args.batch_size)
+    print(f"wrote {n} {args.tower} embeddings of width {dim} to {args.out}")
+    return EXIT_OK
+
+
+def cmd_index(args) -> int:
+    from .retrieval import build_index
+
+    params = {"m": args.hnsw_m, "ef_construction": args.ef_construction, "ef_search": args.ef_search,
+              "nlist": args.nlist, "nprobe": args.nprobe}
+    info = build_index(args.run, args.data, args.out, kind=args.kind, head=args.head, id_column=args.id_column,
+                       batch_size=args.batch_size, params=params, threads=args.threads)
+    if info.note:
+        print(f"archspec: {info.note}", file=sys.stderr)
+    print(f"indexed {info.count} items ({info.duplicates} duplicate rows dropped), width {info.dim}, "
+          f"{info.kind} ({info.backend}) → {info.directory}")
+    return EXIT_OK
+
+
+def cmd_retrieve(args) -> int:
+    from .retrieval import retrieve
+
+    df = retrieve(args.run, args.index, args.data, args.out, k=args.k, exclude=args.exclude,
+                  id_column=args.id_column, batch_size=args.batch_size, threads=args.threads,
+                  params={"ef_search": args.ef_search, "nprobe": args.nprobe})
+    print(f"wrote {len(df)} hits for {df['query'].nunique()} queries to {args.out}")
+    return EXIT_OK
 
 
 def _track_args(p) -> None:
@@ -128,17 +231,33 @@ def cmd_serve(args) -> int:
 
 def cmd_validate(args) -> int:
     from .pipeline import check_file
+    from .datacheck import with_data_checks
+    from .load import is_spec_file
+    from .params import count_for
 
-    results = [check_file(f) for f in args.files]
+    args.files = [*(getattr(args, "data_specs", None) or []), *args.files]
+    if not args.files:
+        print("usage: archspec validate [options] FILE [FILE ...]\narchspec validate: error: the following "
+              "arguments are required: FILE", file=sys.stderr)
+        return EXIT_USAGE
+    files = [f for f in args.files if not args.only_specs or is_spec_file(f)]
+    results = [check_file(f) for f in files]
+    if args.data is not None:
+        results = [with_data_checks(r, None if args.data is True else args.data) for r in results]
     diags = [d for r in results for d in r.diagnostics]
     if args.format == "json":
         payload = [{"file": r.file, "valid": r.ok(args.strict),
                     "shapes": {n: s.to_dict() for n, s in r.shapes.items()},
+                    "params": count_for(r, args.run).to_dict() if r.graph else None,
                     "diagnostics": [d.to_dict() for d in r.diagnostics]} for r in results]
         print(json.dumps(payload, indent=2))
     elif args.format == "github":
         for d in diags:
             print(render_github(d))
+    elif args.format == "sarif":
+        from .sarif import render_sarif
+
+        print(render_sarif(results))
     else:
         for r in results:
             for d in r.diagnostics:
@@ -148,8 +267,15 @@ def cmd_validate(args) -> int:
                 print(f"{r.file}: ok — {len(r.graph.nodes)} nodes, {heads} predictions"
                       + (f", {len(r.warnings)} warnings" if r.warnings else ""))
                 if args.shapes:
+                    params = count_for(r, args.run)
+                    width = max([len(str(c)) for c in params.nodes.values() if c.value is not None] or [0])
                     for name in r.graph.order:
-                        print(f"  {r.graph.section[name]:8} {name:24} {r.graph.nodes[name].type:14} {r.shapes.get(name, '?')}")
+                        count = params.nodes.get(name)
+                        text = "" if count is None else (f"{str(count):>{width}} params" if count.value is not None
+                                                         else f"params deferred: {count.depends}")
+                        print(f"  {r.graph.section[name]:8} {name:24} {r.graph.nodes[name].type:14} "
+                              f"{str(r.shapes.get(name, '?')):22} {text}".rstrip())
+                    print(f"  {params.total_line()}")
         bad = [r for r in results if not r.ok(args.strict)]
         if bad:
             n_err = sum(len(r.errors) for r in results)
@@ -157,6 +283,15 @@ def cmd_validate(args) -> int:
             print(f"{len(bad)} of {len(results)} specs invalid: {n_err} errors, {n_warn} warnings"
                   + (" (--strict)" if args.strict else ""), file=sys.stderr)
     return EXIT_OK if all(r.ok(args.strict) for r in results) else EXIT_INVALID
+
+
+def cmd_diff(args) -> int:
+    from .diff import run_diff
+
+    code, out, err = run_diff(args.old, args.new, args.format)
+    sys.stdout.write(out)
+    sys.stderr.write(err)
+    return code
 
 
 def cmd_schema(args) -> int:
@@ -213,10 +348,20 @@ def cmd_evaluate(args) -> int:
 
     if args.baseline:
         metrics, base = evaluate(args.run, args.data, baseline=True)
-        payload = {"model": metrics, "baseline": base}
     else:
         metrics, base = evaluate(args.run, args.data), None
-        payload = metrics
+    if args.catalogue:
+        from .retrieval import catalogue_metrics
+
+        full, full_base, info = catalogue_metrics(args.run, args.data, args.catalogue, baseline=args.baseline,
+                                                  id_column=args.id_column)
+        metrics.update(full)
+        if base is not None:
+            base.update(full_base or {})
+        print(f"catalogue: {info['catalogue_items']} items, {info['test_rows']} test rows"
+              + (f", {info['not_in_catalogue']} of whose items are not in the catalogue (counted as misses)"
+                 if info["not_in_catalogue"] else ""), file=sys.stderr)
+    payload = {"model": metrics, "baseline": base} if args.baseline else metrics
     print(metrics_json(payload) if args.format == "json" else format_metrics(metrics, base))
     if args.out:
         from pathlib import Path
@@ -262,9 +407,9 @@ def cmd_plot(args) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"validate": cmd_validate, "schema": cmd_schema, "build": cmd_build, "train": cmd_train,
-            "evaluate": cmd_evaluate, "predict": cmd_predict, "plot": cmd_plot, "data": cmd_data,
-            "sweep": cmd_sweep, "serve": cmd_serve}
+COMMANDS = {"validate": cmd_validate, "diff": cmd_diff, "schema": cmd_schema, "build": cmd_build, "train": cmd_train,
+            "evaluate": cmd_evaluate, "predict": cmd_predict, "embed": cmd_embed, "index": cmd_index,
+            "retrieve": cmd_retrieve, "plot": cmd_plot, "data": cmd_data, "sweep": cmd_sweep, "serve": cmd_serve}
 
 
 def main(argv=None) -> int:
