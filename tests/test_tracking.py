@@ -69,7 +69,7 @@ def test_tensorboard_events_hold_the_logged_values(tmp_path):
     tags = acc.Tags()["scalars"]
     loss = acc.Scalars("train/loss")
     assert [e.step for e in loss] == list(range(1, res.steps + 1))
-    assert {"train/lr", "train/loss/y", "train/loss/z", "loss_weight/z", "val/y/accuracy", "val/loss"} <= set(tags)
+    assert {"train/lr", "train/loss/y", "train/loss/z", "loss_weight/z", "weight/z", "val/y/accuracy", "val/loss"} <= set(tags)
     assert acc.Scalars("loss_weight/z")[0].value == pytest.approx(0.5)
     records = _metrics(tmp_path / "run")
     got = [(e.step, e.value) for e in acc.Scalars("val/y/accuracy")]

@@ -387,10 +387,10 @@ def _dump(data) -> str:
 # path fields of a spec that are relative to the spec's folder: made absolute in trial specs, which
 # live in the sweep directory
 def absolutize_paths(data: dict, base_dir: Path) -> dict:
-    def fix(v):
+    def fix(v, always: bool = False):
         if isinstance(v, str) and v and not Path(v).expanduser().is_absolute():
             p = base_dir / Path(v).expanduser()
-            if p.exists() or v.startswith((".", "~")):
+            if always or p.exists() or v.startswith((".", "~")):  # a model name may be a hub name
                 return str(p.resolve())
         return v
 
@@ -398,7 +398,7 @@ def absolutize_paths(data: dict, base_dir: Path) -> dict:
     if isinstance(tdata, dict):
         for k in ("train", "validation", "test"):
             if k in tdata:
-                tdata[k] = fix(tdata[k])
+                tdata[k] = fix(tdata[k], always=True)
     for section in ("inputs", "encoders"):
         nodes = data.get(section)
         if not isinstance(nodes, dict):
@@ -737,6 +737,8 @@ def run_sweep(spec_path=None, config=None, *, out=None, resume=None, storage=Non
     base_dir = Path(meta["base_dir"])
     sw.trials_dir.mkdir(parents=True, exist_ok=True)
 
+    S = optuna.trial.TrialState
+
     def objective(trial):
         if _counted([t for t in study.get_trials(deepcopy=False) if t.number < trial.number], optuna) >= n_total:
             trial.set_user_attr("surplus", True)  # another worker took the last trial meanwhile
@@ -780,6 +782,10 @@ def run_sweep(spec_path=None, config=None, *, out=None, resume=None, storage=Non
             abort_active("FAILED")
             trial.set_user_attr("error", f"{type(exc).__name__}: {exc}")
             log(f"trial {trial.number} failed: {exc}")
+            from .errors import DataError
+
+            if isinstance(exc, DataError) and not study.get_trials(deepcopy=False, states=(S.COMPLETE,)):
+                raise  # the data is wrong for every trial: stop the sweep (exit 3) instead of failing them all
             raise _TrialFailed(str(exc)) from None
         values = _metric_values(run_dir, cfg.metric)
         value = best_value(values, direction)
@@ -794,7 +800,6 @@ def run_sweep(spec_path=None, config=None, *, out=None, resume=None, storage=Non
         log(f"trial {trial.number}: {cfg.metric} = {value:.6g}")
         return value
 
-    S = optuna.trial.TrialState
     while _counted([t for t in study.get_trials(deepcopy=False) if t.state != S.WAITING], optuna) < n_total:
         study.optimize(objective, n_trials=1, catch=(_TrialFailed,), gc_after_trial=False)
     _finish_parent(parent)
