@@ -268,8 +268,9 @@ _MINIMAL_HEADS = {
 
 
 def losses_block() -> str:
-    """Default and allowed losses per head type, from the head configs themselves."""
+    """Default and allowed losses per head type, from the head and loss configs themselves."""
     from .registry import REGISTRIES
+    from .spec.losses import losses_for
 
     rows = ["| Head type | Output | Default loss | Allowed losses |", "|---|---|---|---|"]
     outputs = {"multiclass": "`(B, C)` logits", "multilabel": "`(B, L)` logits", "binary": "`(B,)` logits",
@@ -277,7 +278,7 @@ def losses_block() -> str:
     for name in REGISTRIES["head"].names():
         cfg = REGISTRIES["head"].configs[name]
         rows.append(f"| `{name}` | {outputs.get(name, '—')} | `{cfg.default_loss}` | "
-                    + ", ".join(f"`{x}`" for x in cfg.allowed_losses) + " |")
+                    + ", ".join(f"`{x}`" for x in losses_for(cfg.kind)) + " |")
     return "\n".join(rows)
 
 

@@ -31,7 +31,6 @@ class HeadNode(Node, Layers):
     kind: ClassVar[str] = ""
     default_loss: ClassVar[str] = ""
     default_metrics: ClassVar[tuple] = ()
-    allowed_losses: ClassVar[tuple] = ()
     accepts = frozenset({FEATURES})
 
     target: Name | None = None
@@ -92,7 +91,6 @@ class MulticlassHeadConfig(ClassifierHead):
     kind = "multiclass"
     default_loss = "cross_entropy"
     default_metrics = ("accuracy",)
-    allowed_losses = ("cross_entropy",)
 
     @field_validator("classes")
     @classmethod
@@ -122,7 +120,6 @@ class MultilabelHeadConfig(ClassifierHead):
     kind = "multilabel"
     default_loss = "binary_cross_entropy"
     default_metrics = ("binary_accuracy",)
-    allowed_losses = ("binary_cross_entropy",)
 
     @field_validator("labels")
     @classmethod
@@ -147,7 +144,6 @@ class BinaryHeadConfig(ClassifierHead):
     kind = "binary"
     default_loss = "binary_cross_entropy"
     default_metrics = ("accuracy",)
-    allowed_losses = ("binary_cross_entropy",)
 
     def label_space(self):
         return ("binary", 1, None)
@@ -166,7 +162,6 @@ class RegressionHeadConfig(ClassifierHead):
     kind = "regression"
     default_loss = "mse"
     default_metrics = ("mae", "rmse")
-    allowed_losses = ("mse", "huber")
 
     def infer(self, ins, ctx) -> Shape:
         return Shape(VALUES, (self.outputs,))
@@ -190,7 +185,6 @@ class SimilarityHeadConfig(HeadNode):
     kind = "similarity"
     default_loss = "binary_cross_entropy"
     default_metrics = ("accuracy",)
-    allowed_losses = ("binary_cross_entropy", "contrastive")
 
     def references(self):
         return [(("query",), self.query), (("candidate",), self.candidate)]

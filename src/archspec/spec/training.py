@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
 from ..registry import register_config
-from .base import NonNegFloat, NonNegInt, PositiveFloat, PositiveInt, Probability, StrictModel
+from .base import NonNegFloat, NonNegInt, PositiveFloat, PositiveInt, Probability, RegistryUnion, StrictModel
 
 Path = Annotated[str, Field(min_length=1, max_length=4096)]
 
@@ -68,7 +68,7 @@ class SGDConfig(OptimizerBase):
         return self
 
 
-OptimizerConfig = Annotated[Union[AdamConfig, AdamWConfig, SGDConfig], Field(discriminator="type")]
+OptimizerConfig = Annotated[object, RegistryUnion("optimizer")]
 
 
 @register_config("schedule", "constant")
@@ -97,9 +97,7 @@ class LinearScheduleConfig(StrictModel):
     warmup_steps: NonNegInt = 0
 
 
-ScheduleConfig = Annotated[
-    Union[ConstantScheduleConfig, CosineScheduleConfig, LinearScheduleConfig], Field(discriminator="type")
-]
+ScheduleConfig = Annotated[object, RegistryUnion("schedule")]
 
 
 class EarlyStoppingConfig(StrictModel):
