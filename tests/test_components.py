@@ -64,6 +64,9 @@ class BuildCtx:
     def prediction_kind(self, name):
         return self.nodes[name].kind
 
+    def prediction_threshold(self, name):
+        return self.nodes[name].decision_threshold
+
     def resolve_path(self, p):
         return Path(p)
 

@@ -153,6 +153,11 @@ def run_build(args) -> int:
     if args.export and not args.out:
         print("archspec build: --export needs --out DIR", file=sys.stderr)
         return EXIT_USAGE
+    if args.out:
+        from .output_paths import check_output_path, run_inputs
+
+        inputs = run_inputs(args.file) if Path(args.file).is_dir() else {args.file: "the spec file"}
+        check_output_path(args.out, inputs=inputs, directory=True)
     trained = None
     if Path(args.file).is_dir():  # a run directory: its own spec and trained weights
         from .inference import load_run
@@ -172,9 +177,11 @@ def run_build(args) -> int:
 
         text = render(checked, args.graph)
         if args.out:
+            from .output_paths import writing
+
             path = Path(args.out) / f"{checked.spec.name}{FORMATS[args.graph]}"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text)
+            with writing(path):
+                path.write_text(text)
             print(f"wrote {path}", file=sys.stderr)
         else:
             sys.stdout.write(text)
@@ -194,8 +201,10 @@ def run_build(args) -> int:
         sys.stdout.flush()
     if args.export:
         from .export import export
+        from .output_paths import writing
 
-        result = export(model, args.out, args.export)
+        with writing(Path(args.out) / "."):
+            result = export(model, args.out, args.export)
         summary["exports"] = {"manifest": str(result.manifest_path), "files": [str(p) for p in result.files]}
         if args.format == "text" or not show:
             for p in result.files + [result.manifest_path]:

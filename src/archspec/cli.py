@@ -1,7 +1,9 @@
 """Command line: parses arguments and calls the pipeline; maps errors to exit codes, never tracebacks.
 
 Exit codes (defined in :mod:`archspec.errors`): 0 success, 1 invalid spec, 2 usage error,
-3 data error, 4 checkpoint/run error, 5 training error, 130 interrupted.
+3 data error, 4 checkpoint/run error, 5 training error, 6 output error, 130 interrupted.
+
+Every ``--out`` is checked with :func:`archspec.output_paths.check_output_path` before any work.
 """
 
 from __future__ import annotations
@@ -12,6 +14,23 @@ import sys
 
 from . import __version__
 from .errors import EXIT_INTERRUPTED, EXIT_INVALID, EXIT_OK, EXIT_USAGE, ArchspecError, SpecError, render_github
+
+
+def _count(lo: int, hi: int | None = None):
+    """An argparse type: an integer in ``[lo, hi]`` (the same bounds as the spec's field)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
+        if value < lo or (hi is not None and value > hi):
+            raise argparse.ArgumentTypeError(f"{value} is out of range: give a number "
+                                             + (f"from {lo} to {hi:,}" if hi is not None else f"≥ {lo}"))
+        return value
+
+    parse.__name__ = "number"
+    return parse
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -40,12 +59,12 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--data", metavar="FILE", help="training data (overrides training.data.train)")
     t.add_argument("--out", metavar="DIR", help="run directory (default runs/<name>)")
     t.add_argument("--resume", metavar="RUN", help="continue a run from its last checkpoint")
-    t.add_argument("--epochs", type=int, help="override training.epochs")
-    t.add_argument("--max-steps", type=int, help="stop after this many optimizer steps")
+    t.add_argument("--epochs", type=_count(1, 100_000), metavar="N", help="override training.epochs (1 to 100,000)")
+    t.add_argument("--max-steps", type=_count(1), metavar="N", help="stop after this many optimizer steps (≥ 1)")
     t.add_argument("--plot", action="store_true", help="draw the learning curves to RUN/learning_curves.png")
     t.add_argument("--progress", choices=["auto", "bar", "lines"], default="auto",
                    help="live progress bar (default: when stdout is a terminal)")
-    t.add_argument("--nproc-per-node", type=int, default=1, metavar="N",
+    t.add_argument("--nproc-per-node", type=_count(1, 1024), default=1, metavar="N",
                    help="train with N processes (DistributedDataParallel via torchrun)")
 
     e = sub.add_parser("evaluate", help="metrics of a trained run on a labelled data file")
@@ -55,12 +74,16 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--out", metavar="FILE", help="also write the metrics as JSON here")
     e.add_argument("--baseline", action="store_true",
                    help="show trivial baselines (majority class, label frequency, popularity) next to the model")
+    e.add_argument("--checkpoint", default="best", metavar="best|last|STEP", type=_checkpoint,
+                   help="which weights: best (default), last, or the step of a kept checkpoint")
 
     pr = sub.add_parser("predict", help="probabilities and labels per head for every row of a data file")
     pr.add_argument("run", metavar="RUN")
     pr.add_argument("--data", metavar="FILE", required=True)
     pr.add_argument("--out", metavar="FILE", required=True, help=".csv, .jsonl or .parquet")
-    pr.add_argument("--show", type=int, default=0, metavar="N", help="also print the first N predictions")
+    pr.add_argument("--show", type=_count(0), default=0, metavar="N", help="also print the first N predictions")
+    pr.add_argument("--checkpoint", default="best", metavar="best|last|STEP", type=_checkpoint,
+                    help="which weights: best (default), last, or the step of a kept checkpoint")
 
     d = sub.add_parser("data", help="prepare the bundled real data sets the example specs read")
     dsub = d.add_subparsers(dest="data_command", metavar="ACTION")
@@ -71,8 +94,19 @@ def _parser() -> argparse.ArgumentParser:
 
     pl = sub.add_parser("plot", help="draw a run's learning curves to a PNG")
     pl.add_argument("run", metavar="RUN")
-    pl.add_argument("--out", metavar="FILE")
+    pl.add_argument("--out", metavar="FILE", help=".png (default RUN/learning_curves.png), .svg or .pdf")
     return p
+
+
+def _checkpoint(text: str) -> str:
+    if text in ("best", "last") or text.isdigit():
+        return text
+    raise argparse.ArgumentTypeError(f"'{text}' is not best, last or a step number")
+
+
+def plural(n: int, word: str, many: str | None = None) -> str:
+    """``1 error``, ``2 errors``."""
+    return f"{n} {word if n == 1 else (many or word + 's')}"
 
 
 def cmd_validate(args) -> int:
@@ -94,8 +128,8 @@ def cmd_validate(args) -> int:
                 print(d.render())
             if r.ok(args.strict):
                 heads = len(r.graph.predictions()) if r.graph else 0
-                print(f"{r.file}: ok — {len(r.graph.nodes)} nodes, {heads} predictions"
-                      + (f", {len(r.warnings)} warnings" if r.warnings else ""))
+                print(f"{r.file}: ok — {plural(len(r.graph.nodes), 'node')}, {plural(heads, 'prediction')}"
+                      + (f", {plural(len(r.warnings), 'warning')}" if r.warnings else ""))
                 if args.shapes:
                     for name in r.graph.order:
                         print(f"  {r.graph.section[name]:8} {name:24} {r.graph.nodes[name].type:14} {r.shapes.get(name, '?')}")
@@ -103,7 +137,8 @@ def cmd_validate(args) -> int:
         if bad:
             n_err = sum(len(r.errors) for r in results)
             n_warn = sum(len(r.warnings) for r in results)
-            print(f"{len(bad)} of {len(results)} specs invalid: {n_err} errors, {n_warn} warnings"
+            print(f"{len(bad)} of {len(results)} specs invalid: {plural(n_err, 'error')}, "
+                  f"{plural(n_warn, 'warning')}"
                   + (" (--strict)" if args.strict else ""), file=sys.stderr)
     return EXIT_OK if all(r.ok(args.strict) for r in results) else EXIT_INVALID
 
@@ -125,6 +160,10 @@ def cmd_train(args) -> int:
     if args.file is None and args.resume is None:
         print("archspec train: give a SPEC, or --resume RUN", file=sys.stderr)
         return EXIT_USAGE
+    if args.out:
+        from .output_paths import check_output_path
+
+        check_output_path(args.out, inputs={args.file: "the spec file", args.data: "the data file"}, directory=True)
     if args.nproc_per_node > 1 and "WORLD_SIZE" not in __import__("os").environ:
         return _launch_distributed(args)
     from .train import train
@@ -157,27 +196,39 @@ def _launch_distributed(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from .inference import evaluate, format_metrics, metrics_json
+    from .output_paths import check_output_path, run_inputs, writing
 
-    if args.baseline:
-        metrics, base = evaluate(args.run, args.data, baseline=True)
-        payload = {"model": metrics, "baseline": base}
-    else:
-        metrics, base = evaluate(args.run, args.data), None
-        payload = metrics
-    print(metrics_json(payload) if args.format == "json" else format_metrics(metrics, base))
     if args.out:
-        from pathlib import Path
+        check_output_path(args.out, inputs={args.data: "the data file", **run_inputs(args.run)}, kinds=(".json",))
+    from .inference import checkpoint_line, describe_checkpoint, evaluate, format_metrics, metrics_json
 
-        Path(args.out).write_text(metrics_json(payload) + "\n")
+    info = describe_checkpoint(args.run, args.checkpoint)
+    if args.baseline:
+        metrics, base = evaluate(args.run, args.data, baseline=True, checkpoint=args.checkpoint)
+    else:
+        metrics, base = evaluate(args.run, args.data, checkpoint=args.checkpoint), None
+    payload = {"checkpoint": info, "model": metrics, **({"baseline": base} if base is not None else {})}
+    if args.format == "json":
+        print(metrics_json(payload))
+    else:
+        print(checkpoint_line(info))
+        print(format_metrics(metrics, base))
+    if args.out:
+        with writing(args.out) as path:
+            path.write_text(metrics_json(payload) + "\n")
     return EXIT_OK
 
 
 def cmd_predict(args) -> int:
-    from .inference import predict
+    from .output_paths import PREDICTION_FORMATS, check_output_path, run_inputs
 
-    df = predict(args.run, args.data, args.out)
-    print(f"wrote {len(df)} rows × {len(df.columns)} columns to {args.out}")
+    check_output_path(args.out, inputs={args.data: "the data file", **run_inputs(args.run)}, kinds=PREDICTION_FORMATS)
+    from .inference import checkpoint_line, describe_checkpoint, predict
+
+    info = describe_checkpoint(args.run, args.checkpoint)
+    df = predict(args.run, args.data, args.out, checkpoint=args.checkpoint)
+    print(checkpoint_line(info))
+    print(f"wrote {plural(len(df), 'row')} × {plural(len(df.columns), 'column')} to {args.out}")
     if args.show > 0:
         from .inference import show_predictions
 
@@ -194,6 +245,9 @@ def cmd_data(args) -> int:
             print(f"{name:{width}}  {ds.summary}")
         return EXIT_OK
     if args.data_command == "prepare":
+        from .output_paths import check_output_path
+
+        check_output_path(args.out, directory=True)
         names = list(datasets.DATASETS) if args.names == ["all"] else args.names
         for name in names:
             for path in datasets.prepare(name, args.out):
@@ -204,6 +258,10 @@ def cmd_data(args) -> int:
 
 
 def cmd_plot(args) -> int:
+    from .output_paths import PLOT_FORMATS, check_output_path, run_inputs
+
+    if args.out:
+        check_output_path(args.out, inputs=run_inputs(args.run), kinds=PLOT_FORMATS)
     from .plot import plot_run
 
     print(plot_run(args.run, args.out))

@@ -27,6 +27,7 @@ EXIT_USAGE = 2  # bad command-line arguments
 EXIT_DATA = 3  # the data does not match the spec
 EXIT_CHECKPOINT = 4  # a run directory or checkpoint is missing, corrupt or does not fit
 EXIT_TRAINING = 5  # training cannot go on
+EXIT_OUTPUT = 6  # an output location cannot be written
 EXIT_INTERRUPTED = 130  # Ctrl-C
 
 
@@ -136,6 +137,18 @@ class SpecError(ArchspecError):
 
     def render(self) -> str:
         return "\n".join(d.render() for d in self.diagnostics)
+
+
+class UsageError(ArchspecError):
+    """The command line asks for something that cannot be done (e.g. ``--out`` naming an input)."""
+
+    exit_code = EXIT_USAGE
+
+
+class OutputError(ArchspecError):
+    """An output location cannot be written (a path under a file, a read-only place, ...)."""
+
+    exit_code = EXIT_OUTPUT
 
 
 class ShapeError(ArchspecError):

@@ -9,7 +9,7 @@ from pydantic import Field, model_validator
 from ..errors import ERROR, did_you_mean
 from ..registry import register_config
 from ..shapes import FEATURES, LOGITS, PROBS, Shape
-from .base import Layers, Name, Node, NonNegFloat, PositiveInt
+from .base import Layers, Name, Node, NonNegFloat, PositiveInt, Probability
 from .losses import LossConfig
 
 
@@ -77,6 +77,9 @@ class LateFusionConfig(FusionNode):
     """Loss on the fused prediction (none by default: it is then only evaluated)."""
     metrics: list[Annotated[str, Field(min_length=1, max_length=32)]] | None = None
     """Metrics of the fused prediction; defaults to those of the first member."""
+    threshold: Probability | None = None
+    """For multilabel and binary members: probability above which the fused prediction predicts a
+    label (in metrics, `predict` and `hard_vote` alike); defaults to the first member's `threshold`."""
     accepts = frozenset({LOGITS, PROBS})
     kind: ClassVar[str] = "late"
 

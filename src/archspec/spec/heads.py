@@ -29,6 +29,8 @@ def _no_default(schema: dict) -> None:
 class HeadNode(Node, Layers):
     section = "heads"
     kind: ClassVar[str] = ""
+    #: what turns the output layer into probabilities at prediction time (``None``: values as they are)
+    output_activation: ClassVar[str | None] = None
     default_loss: ClassVar[str] = ""
     default_metrics: ClassVar[tuple] = ()
     accepts = frozenset({FEATURES})
@@ -49,8 +51,9 @@ class HeadNode(Node, Layers):
         return _default_loss(data, cls.default_loss)
 
     @property
-    def target_column(self) -> str:
-        return self.target or ""
+    def decision_threshold(self) -> float | None:
+        """Probability above which a label is predicted (multilabel, binary), else ``None``."""
+        return getattr(self, "threshold", None)
 
     def resolved_metrics(self) -> list[str]:
         return list(self.metrics) if self.metrics is not None else list(self.default_metrics)
@@ -89,6 +92,7 @@ class MulticlassHeadConfig(ClassifierHead):
     classes: Classes
     """Number of classes, or their names (label values in the data)."""
     kind = "multiclass"
+    output_activation = "softmax"
     default_loss = "cross_entropy"
     default_metrics = ("accuracy",)
 
@@ -118,6 +122,7 @@ class MultilabelHeadConfig(ClassifierHead):
     threshold: Probability = 0.5
     """Probability above which a label is predicted."""
     kind = "multilabel"
+    output_activation = "sigmoid"
     default_loss = "binary_cross_entropy"
     default_metrics = ("binary_accuracy",)
 
@@ -142,6 +147,7 @@ class BinaryHeadConfig(ClassifierHead):
     threshold: Probability = 0.5
     """Probability above which the positive class is predicted."""
     kind = "binary"
+    output_activation = "sigmoid"
     default_loss = "binary_cross_entropy"
     default_metrics = ("accuracy",)
 
@@ -183,6 +189,7 @@ class SimilarityHeadConfig(HeadNode):
     learn_scale: bool = False
     """Learn a scale and a bias applied to the score before the loss (starts at 1 and 0)."""
     kind = "similarity"
+    output_activation = "sigmoid"
     default_loss = "binary_cross_entropy"
     default_metrics = ("accuracy",)
 
