@@ -236,3 +236,54 @@ def test_evaluate_scores_the_labels_predict_writes(run, capsys):
     assert metrics["both/binary_accuracy"] == pytest.approx((p == t).mean())
     tp, fp, fn = (p & t).sum(), (p & ~t).sum(), (~p & t).sum()
     assert metrics["both/f1_micro"] == pytest.approx(2 * tp / (2 * tp + fp + fn))
+
+
+# --- 9. multilabel cells separated by spaces ---------------------------------------------------
+
+TAGS_SPEC = """\
+archspec: 1
+name: tags
+inputs:
+  x: {type: numeric, columns: [a, b]}
+heads:
+  tags: {type: multilabel, from: x, labels: LABELS}
+training: {batch_size: 8, epochs: 1, validation_split: 0.25}
+"""
+
+
+def _tags(tmp_path, labels: str) -> tuple[Path, Path]:
+    spec, data = tmp_path / "tags.yaml", tmp_path / "tags.csv"
+    spec.write_text(TAGS_SPEC.replace("LABELS", labels))
+    cells = ["cheap durable", "cheap", "durable stylish", ""] * 4
+    pd.DataFrame({"a": range(16), "b": range(16), "tags": cells}).to_csv(data, index=False)
+    return spec, data
+
+
+def test_space_separated_labels_get_a_hint_naming_the_separator(tmp_path, capsys):
+    spec, data = _tags(tmp_path, "[cheap, durable, stylish]")
+    code, _, err = _cli(capsys, "train", spec, "--data", data, "--out", tmp_path / "run")
+    assert code == 3
+    assert "label 'cheap durable' is not one of the labels of heads.tags.labels (cheap, durable, stylish), " \
+           "but its words are — the cell lists labels separated by spaces: set `separator: \" \"` on heads.tags" in err
+
+
+def test_the_separator_field_splits_on_spaces(tmp_path, capsys):
+    spec, data = _tags(tmp_path, '[cheap, durable, stylish], separator: " "')
+    code, _, err = _cli(capsys, "train", spec, "--data", data, "--out", tmp_path / "run", "--progress", "lines")
+    assert code == EXIT_OK, err
+    from archspec.data.convert import label_sets
+
+    assert label_sets(pd.read_csv(data)["tags"], "tags", " ")[0][:3] == [["cheap", "durable"], ["cheap"],
+                                                                         ["durable", "stylish"]]
+
+
+def test_fitted_labels_with_spaces_are_a_warning(tmp_path, capsys):
+    spec, data = _tags(tmp_path, "5")
+    code, _, err = _cli(capsys, "train", spec, "--data", data, "--out", tmp_path / "run", "--progress", "lines")
+    assert code == EXIT_OK
+    assert "archspec: warning: column 'tags': 2 fitted labels of heads.tags hold spaces ('cheap durable') — if a " \
+           "cell lists several labels separated by spaces, set `separator: \" \"` on the head" in err
+    spec, data = _tags(tmp_path, "2")
+    code, _, err = _cli(capsys, "train", spec, "--data", data, "--out", tmp_path / "run2")
+    assert code == 3 and "2 of them hold spaces ('cheap durable'): if a cell lists labels separated by spaces, " \
+                         "set `separator: \" \"` on heads.tags" in err

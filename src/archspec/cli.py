@@ -272,7 +272,22 @@ COMMANDS = {"validate": cmd_validate, "schema": cmd_schema, "build": cmd_build, 
             "evaluate": cmd_evaluate, "predict": cmd_predict, "plot": cmd_plot, "data": cmd_data}
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    """Warnings about the user's data are one ``archspec: warning:`` line; others as Python shows them."""
+    from .errors import DataWarning
+
+    if issubclass(category, DataWarning):
+        print(f"archspec: warning: {message}", file=sys.stderr)
+    else:
+        _python_showwarning(message, category, filename, lineno, file, line)
+
+
 def main(argv=None) -> int:
+    import warnings
+
+    global _python_showwarning
+    if warnings.showwarning is not _show_warning:
+        _python_showwarning, warnings.showwarning = warnings.showwarning, _show_warning
     parser = _parser()
     try:
         args = parser.parse_args(argv)

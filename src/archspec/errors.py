@@ -151,6 +151,11 @@ class OutputError(ArchspecError):
     exit_code = EXIT_OUTPUT
 
 
+class DataWarning(UserWarning):
+    """Data that works but is probably not what was meant (e.g. label names holding spaces); the
+    CLI prints it as one ``archspec: warning:`` line."""
+
+
 class ShapeError(ArchspecError):
     """A built module produced a shape different from the one the checker inferred."""
 

@@ -133,7 +133,7 @@ class Preprocessor:
                     if t.kind == "multiclass":
                         keys, _ = convert.class_keys(series, t.column)
                     else:
-                        sets, _ = convert.label_sets(series, t.column)
+                        sets, _ = convert.label_sets(series, t.column, t.separator)
                         keys = [k for s in sets for k in s]
                     field = "classes" if t.kind == "multiclass" else "labels"
                     names, probs = convert.fit_names(keys, t.size, t.names, field, f"heads.{t.source}.{field}",
@@ -224,7 +224,7 @@ class Preprocessor:
                                                        row, t.column))
             return torch.from_numpy(out), probs  # (B,)
         if t.kind == "multilabel":
-            sets, probs = convert.label_sets(series, t.column)
+            sets, probs = convert.label_sets(series, t.column, t.separator)
             index = {k: i for i, k in enumerate(state["names"])}
             out = np.zeros((len(df), t.size), dtype=np.float32)
             for i, (row, labels) in enumerate(zip(series.index, sets)):

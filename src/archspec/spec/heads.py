@@ -121,6 +121,10 @@ class MultilabelHeadConfig(ClassifierHead):
     """Number of labels, or their names."""
     threshold: Probability = 0.5
     """Probability above which a label is predicted."""
+    separator: Annotated[str, Field(min_length=1, max_length=8)] | None = None
+    """How a data cell separates its labels when it is not a JSON list: e.g. `"|"`, or `" "` for
+    labels separated by spaces (a blank separator splits on any run of whitespace). Left out, a
+    cell is split on any of `|`, `,` and `;`."""
     kind = "multilabel"
     output_activation = "sigmoid"
     default_loss = "binary_cross_entropy"
