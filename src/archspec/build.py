@@ -8,7 +8,6 @@ downstream builder sizes its layers from it.
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch

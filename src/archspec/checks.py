@@ -136,9 +136,6 @@ def check_metrics(ctx: Context) -> None:
                 ok = sorted(m for m in known_metrics() if kind in (metric_kinds(m.replace('K', '10')) or ()))
                 ctx.report("E-METRIC", path, f"{metric} does not apply to a {kind} prediction",
                            f"use one of {', '.join(ok)}")
-            elif metric.startswith("recall@") and getattr(cfg, "loss", None) is not None \
-                    and cfg.loss.type != "contrastive":
-                pass  # recall@K over the batch is meaningful for labelled pairs too
 
 
 def check_squash(ctx: Context) -> None:

@@ -9,8 +9,7 @@ in one run.
 from __future__ import annotations
 
 import difflib
-import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Iterable, Sequence
 
 ERROR = "error"
@@ -113,10 +112,6 @@ def _gh_prop(value: str) -> str:
     """Escape a workflow-command property value (file names may hold ``,`` or ``:``)."""
     return (value.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
             .replace(":", "%3A").replace(",", "%2C"))
-
-
-def render_json(diags: Sequence[Diagnostic]) -> str:
-    return json.dumps([d.to_dict() for d in diags], indent=2)
 
 
 class ArchspecError(ValueError):

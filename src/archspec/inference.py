@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import torch
-
 from . import checkpoint as ckpt
 from .build import compile_loss, compile_spec
 from .errors import CheckpointError, DataError

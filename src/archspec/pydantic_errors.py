@@ -150,12 +150,6 @@ def _known_types(path: tuple) -> tuple[str, list[str]]:
     return kind, REGISTRIES[kind].names()
 
 
-def _get(data, path):
-    for part in path:
-        data = data[part]
-    return data
-
-
 def _prune(items: list[dict]) -> list[dict]:
     """Keep, of the errors a union produced, the ones about the member the value was meant for.
 

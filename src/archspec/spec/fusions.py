@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated, ClassVar, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field
 
-from ..errors import ERROR, did_you_mean
+from ..errors import did_you_mean
 from ..registry import register_config
 from ..shapes import FEATURES, LOGITS, PROBS, Shape
 from .base import Layers, Name, Node, NonNegFloat, PositiveInt, Probability
