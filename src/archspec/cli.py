@@ -31,6 +31,14 @@ def _count(lo: int, hi: int | None = None):
 
     parse.__name__ = "number"
     return parse
+class _DataAction(argparse.Action):
+    """``--data [FILE]``: a YAML name after ``--data`` is a spec to validate, not a data file."""
+
+    def __call__(self, parser, namespace, value, option_string=None):
+        if isinstance(value, str) and value.lower().endswith((".yaml", ".yml")):
+            namespace.data_specs = [*(getattr(namespace, "data_specs", None) or []), value]
+            value = True
+        setattr(namespace, self.dest, value)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -39,10 +47,22 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     v = sub.add_parser("validate", help="check specs without importing torch")
-    v.add_argument("files", nargs="+", metavar="FILE")
+    v.add_argument("files", nargs="*", metavar="FILE")
     v.add_argument("--strict", action="store_true", help="treat warnings as errors")
-    v.add_argument("--format", choices=["text", "json", "github"], default="text")
-    v.add_argument("--shapes", action="store_true", help="print every node's inferred output shape")
+    v.add_argument("--format", choices=["text", "json", "github", "sarif"], default="text")
+    v.add_argument("--shapes", action="store_true",
+                   help="print every node's inferred output shape and parameter count")
+    v.add_argument("--run", metavar="RUN", help="count parameters with the vocabulary sizes RUN fitted")
+    v.add_argument("--data", metavar="FILE", nargs="?", const=True, default=None, action=_DataAction,
+                   help="also check the data's header against the spec (training.data files, or FILE)")
+    v.add_argument("--only-specs", action="store_true",
+                   help="skip files without a top-level `archspec:` key (for pre-commit on *.yaml)")
+
+    df = sub.add_parser("diff", help="what a change to a spec does: nodes, fields, edges, shapes, parameters")
+    df.add_argument("old", metavar="OLD", help="spec file, or REF:path read from git (main:specs/x.yaml)")
+    df.add_argument("new", metavar="NEW", help="spec file, or REF:path")
+    df.add_argument("--format", choices=["text", "json", "markdown"], default="text",
+                    help="markdown is made for a pull-request comment")
 
     sub.add_parser("schema", help="print the JSON Schema (draft 2020-12) of the spec language")
 
@@ -53,6 +73,7 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--export", choices=["torchscript", "onnx", "torch_export"], action="append",
                    help="export the model (repeatable)")
     b.add_argument("--out", metavar="DIR", help="directory for --export / --graph output")
+    b.add_argument("--run", metavar="RUN", help="build with the vocabulary sizes a trained run fitted")
 
     t = sub.add_parser("train", help="train a spec on its data; writes a run directory")
     t.add_argument("file", metavar="SPEC", nargs="?", help="spec file (optional with --resume)")
@@ -111,17 +132,33 @@ def plural(n: int, word: str, many: str | None = None) -> str:
 
 def cmd_validate(args) -> int:
     from .pipeline import check_file
+    from .datacheck import with_data_checks
+    from .load import is_spec_file
+    from .params import count_for
 
-    results = [check_file(f) for f in args.files]
+    args.files = [*(getattr(args, "data_specs", None) or []), *args.files]
+    if not args.files:
+        print("usage: archspec validate [options] FILE [FILE ...]\narchspec validate: error: the following "
+              "arguments are required: FILE", file=sys.stderr)
+        return EXIT_USAGE
+    files = [f for f in args.files if not args.only_specs or is_spec_file(f)]
+    results = [check_file(f) for f in files]
+    if args.data is not None:
+        results = [with_data_checks(r, None if args.data is True else args.data) for r in results]
     diags = [d for r in results for d in r.diagnostics]
     if args.format == "json":
         payload = [{"file": r.file, "valid": r.ok(args.strict),
                     "shapes": {n: s.to_dict() for n, s in r.shapes.items()},
+                    "params": count_for(r, args.run).to_dict() if r.graph else None,
                     "diagnostics": [d.to_dict() for d in r.diagnostics]} for r in results]
         print(json.dumps(payload, indent=2))
     elif args.format == "github":
         for d in diags:
             print(render_github(d))
+    elif args.format == "sarif":
+        from .sarif import render_sarif
+
+        print(render_sarif(results))
     else:
         for r in results:
             for d in r.diagnostics:
@@ -131,8 +168,15 @@ def cmd_validate(args) -> int:
                 print(f"{r.file}: ok — {plural(len(r.graph.nodes), 'node')}, {plural(heads, 'prediction')}"
                       + (f", {plural(len(r.warnings), 'warning')}" if r.warnings else ""))
                 if args.shapes:
+                    params = count_for(r, args.run)
+                    width = max([len(str(c)) for c in params.nodes.values() if c.value is not None] or [0])
                     for name in r.graph.order:
-                        print(f"  {r.graph.section[name]:8} {name:24} {r.graph.nodes[name].type:14} {r.shapes.get(name, '?')}")
+                        count = params.nodes.get(name)
+                        text = "" if count is None else (f"{str(count):>{width}} params" if count.value is not None
+                                                         else f"params deferred: {count.depends}")
+                        print(f"  {r.graph.section[name]:8} {name:24} {r.graph.nodes[name].type:14} "
+                              f"{str(r.shapes.get(name, '?')):22} {text}".rstrip())
+                    print(f"  {params.total_line()}")
         bad = [r for r in results if not r.ok(args.strict)]
         if bad:
             n_err = sum(len(r.errors) for r in results)
@@ -141,6 +185,15 @@ def cmd_validate(args) -> int:
                   f"{plural(n_warn, 'warning')}"
                   + (" (--strict)" if args.strict else ""), file=sys.stderr)
     return EXIT_OK if all(r.ok(args.strict) for r in results) else EXIT_INVALID
+
+
+def cmd_diff(args) -> int:
+    from .diff import run_diff
+
+    code, out, err = run_diff(args.old, args.new, args.format)
+    sys.stdout.write(out)
+    sys.stderr.write(err)
+    return code
 
 
 def cmd_schema(args) -> int:
@@ -268,7 +321,7 @@ def cmd_plot(args) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"validate": cmd_validate, "schema": cmd_schema, "build": cmd_build, "train": cmd_train,
+COMMANDS = {"validate": cmd_validate, "diff": cmd_diff, "schema": cmd_schema, "build": cmd_build, "train": cmd_train,
             "evaluate": cmd_evaluate, "predict": cmd_predict, "plot": cmd_plot, "data": cmd_data}
 
 

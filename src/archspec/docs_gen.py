@@ -41,11 +41,12 @@ _MODEL_HEADINGS = {
 }
 
 _KIND_TITLES = {"input": "input", "encoder": "encoder", "fusion": "fusion", "head": "head",
-                "loss": "loss", "tokenizer": "tokenizer", "optimizer": "optimizer", "schedule": "schedule"}
+                "loss": "loss", "tokenizer": "tokenizer", "optimizer": "optimizer", "schedule": "schedule",
+                "weighting": "weighting"}
 #: Section of docs/spec.md that lists each kind (GitHub heading anchors; a test checks every link).
 _KIND_ANCHORS = {"input": "#3-inputs", "encoder": "#4-encoders", "fusion": "#5-fusions-early-and-late",
                  "head": "#6-heads", "loss": "#7-losses", "tokenizer": "#tokenizers",
-                 "optimizer": "#optimizers", "schedule": "#schedules"}
+                 "optimizer": "#optimizers", "schedule": "#schedules", "weighting": "#loss-weighting"}
 
 
 class _Doc:
@@ -66,7 +67,7 @@ class _Doc:
                     if "discriminator" not in cand:
                         continue
                     kind = {"loss": "loss", "tokenizer": "tokenizer", "optimizer": "optimizer",
-                            "schedule": "schedule"}.get(name)
+                            "schedule": "schedule", "loss_weighting": "weighting"}.get(name)
                     if kind:
                         self._collect(kind, cand)
 
@@ -310,6 +311,7 @@ def render_blocks(schema: dict | None = None) -> dict[str, str]:
         ]),
         "optimizers": doc.kind_block("optimizer"),
         "schedules": doc.kind_block("schedule"),
+        "loss_weighting": doc.kind_block("weighting"),
     }
     return blocks
 

@@ -44,7 +44,10 @@ def plot_run(run_dir, out: str | None = None) -> Path:
         raise CheckpointError(f"{run_dir}/metrics.jsonl is empty: train at least one epoch first")
     epochs = [r["epoch"] for r in rows]
     metric_keys = sorted({k for r in rows for k in r if k.startswith("val/") and not k.endswith("loss")})
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    weight_keys = sorted({k for r in rows for k in r if k.startswith("weight/")})
+    learned = any(len({r.get(k) for r in rows}) > 1 for k in weight_keys)  # fixed weights: no panel
+    fig, axes = plt.subplots(1, 3 if learned else 2, figsize=(16 if learned else 11, 4))
+    ax1, ax2 = axes[0], axes[1]
     ax1.plot(epochs, [r.get("train_loss") for r in rows], marker="o", label="train loss")
     if any("val/loss" in r for r in rows):
         ax1.plot(epochs, [r.get("val/loss") for r in rows], marker="o", label="validation loss")
@@ -59,9 +62,17 @@ def plot_run(run_dir, out: str | None = None) -> Path:
     ax2.grid(alpha=0.3)
     if metric_keys:
         ax2.legend(fontsize=7, loc="best")
+    if learned:  # effective loss weights per epoch (training.loss_weighting)
+        ax3 = axes[2]
+        for k in weight_keys:
+            ax3.plot(epochs, [r.get(k) for r in rows], marker=".", label=k[len("weight/"):])
+        ax3.set_xlabel("epoch")
+        ax3.set_ylabel("effective loss weight")
+        ax3.grid(alpha=0.3)
+        ax3.legend(fontsize=7, loc="best")
     best = best_epoch(run_dir, rows)
     if best is not None:
-        for ax in (ax1, ax2):
+        for ax in axes:
             ax.axvline(best, color="0.4", linestyle="--", linewidth=1)
         ax1.annotate(f"best (epoch {best})", xy=(best, 1), xycoords=("data", "axes fraction"),
                      xytext=(3, -12), textcoords="offset points", fontsize=8, color="0.3")

@@ -21,6 +21,7 @@ import torch
 from . import checkpoint as ckpt
 from .build import compile_loss, compile_spec
 from .errors import CheckpointError, TrainingError, UsageError
+from .loss_weighting import make_weighting
 from .optim import lr_at, make_optimizer
 from .pipeline import Checked, check_file, check_text
 from .outputs import batches, evaluate_outputs, run_model, take
@@ -242,6 +243,9 @@ def fit(spec_path=None, *, data: str | None = None, out: str | None = None, resu
     if world > 1:
         ddp_model = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=False)
     opt = make_optimizer(tcfg.optimizer, model.parameters())
+    weighting = make_weighting(tcfg.loss_weighting, model, loss_fn, world)  # see loss_weighting.py
+    if weighting.parameters():  # learned log-variances train with the model, without weight decay
+        opt.add_param_group({"params": weighting.parameters(), "weight_decay": 0.0})
     n = len(next(iter(x_train.values())))
     per_rank = tcfg.batch_size // world
     if per_rank * world != tcfg.batch_size:
@@ -260,6 +264,7 @@ def fit(spec_path=None, *, data: str | None = None, out: str | None = None, resu
         weights, optim_sd, meta = ckpt.load_state(run.checkpoints, "last")
         model.load_state_dict(weights)
         opt.load_state_dict(optim_sd)
+        weighting.load_state_dict(meta.get("extra", {}).get("loss_weighting"))
         pos = meta["position"]
         step, epoch, start_batch = pos["step"], pos["epoch"], pos["batch"]
         best, bad_epochs, skipped = pos.get("best"), pos.get("bad_epochs", 0), pos.get("skipped", 0)
@@ -285,7 +290,8 @@ def fit(spec_path=None, *, data: str | None = None, out: str | None = None, resu
         if is_main:
             ckpt.save_checkpoint(run.checkpoints, step, model, opt, {
                 "step": step, "epoch": epoch, "batch": start_batch, "best": best,
-                "bad_epochs": bad_epochs, "skipped": skipped}, pointers)
+                "bad_epochs": bad_epochs, "skipped": skipped}, pointers,
+                extra={"loss_weighting": weighting.state_dict()})
 
     stopped_by = None
     lr = tcfg.optimizer.lr
@@ -311,7 +317,7 @@ def fit(spec_path=None, *, data: str | None = None, out: str | None = None, resu
                 targets = {k: v.to(device) for k, v in take(y_train, idx).items()}
                 with _autocast(tcfg, device):
                     outputs = ddp_model(inputs)
-                    total, per_head = loss_fn(outputs, targets)
+                    total, per_head = weighting(outputs, targets, train=True)
                 if not torch.isfinite(total):
                     if tcfg.on_nonfinite == "error":
                         raise TrainingError(f"non-finite loss at epoch {epoch + 1}, step {step}: head "
@@ -319,6 +325,7 @@ def fit(spec_path=None, *, data: str | None = None, out: str | None = None, resu
                                             "lower the learning rate, or set `on_nonfinite: skip`")
                     skipped += 1
                     opt.zero_grad(set_to_none=True)
+                    weighting.discard()
                     start_batch = b + 1
                     continue
                 # mean over the micro-batches of this optimizer step (the last group may be short)
@@ -330,6 +337,7 @@ def fit(spec_path=None, *, data: str | None = None, out: str | None = None, resu
                         torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.grad_clip)
                     opt.step()
                     opt.zero_grad(set_to_none=True)
+                    weighting.step()
                     step += 1
                     start_batch = b + 1
                     loss_value = float(total.detach())
@@ -349,7 +357,7 @@ def fit(spec_path=None, *, data: str | None = None, out: str | None = None, resu
                 outputs = run_model(model, x_val, max(tcfg.batch_size, 256), device)
                 metrics = evaluate_outputs(model, outputs, {k: v for k, v in y_val.items()}, loss_fn)
             record = {"epoch": epoch + 1, "step": step, "train_loss": running, "lr": lr,
-                      "time_s": round(time.time() - t0, 3), "skipped_steps": skipped,
+                      "time_s": round(time.time() - t0, 3), "skipped_steps": skipped, **weighting.log(),
                       **{f"val/{k}": v for k, v in metrics.items()}}
             if is_main:
                 with open(run.metrics, "a", encoding="utf-8") as fh:
@@ -363,6 +371,7 @@ def fit(spec_path=None, *, data: str | None = None, out: str | None = None, resu
                 improved = best is None or (current < best - (es.min_delta if es else 0) if mode == "min"
                                             else current > best + (es.min_delta if es else 0))
             if start_batch >= len(all_batches):  # the epoch is complete (not cut short by max_steps)
+                weighting.end_epoch()
                 epoch += 1
                 start_batch = 0
             if improved:

@@ -93,6 +93,11 @@ class CompiledLoss:
     def weights(self) -> dict[str, float]:
         return {name: w for name, w, _, _ in self.terms}
 
+    def values(self, outputs: dict, targets: dict) -> dict:
+        """Each unweighted loss, not detached (what a learned loss weighting combines)."""
+        return {name: fn(outputs[name], targets[name] if needs_target else None, outputs)
+                for name, _, fn, needs_target in self.terms}
+
     def __call__(self, outputs: dict, targets: dict) -> tuple[torch.Tensor, dict]:
         total = None
         per_head = {}

@@ -74,7 +74,7 @@ def spec_model() -> type:
 _SECTION_DOCS = {
     "inputs": "Data columns the model reads, by node name.",
     "encoders": "Encoders over inputs (or over other encoders/fusions), by node name.",
-    "fusions": "Early (feature-level) and late (decision-level) fusions, by node name.",
+    "fusions": "Fusions by node name: early (feature-level), late (decision-level), mmoe (mixture of experts, one output per task) and cross_attention (sequences).",
     "heads": "Predictions with their losses and metrics, by node name.",
 }
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Union
 
 from pydantic import Field, model_validator
 
 from ..registry import register_config
-from .base import NonNegFloat, NonNegInt, PositiveFloat, PositiveInt, Probability, RegistryUnion, StrictModel
+from .base import FiniteFloat, NonNegFloat, NonNegInt, PositiveFloat, PositiveInt, Probability, RegistryUnion, StrictModel
 
 Path = Annotated[str, Field(min_length=1, max_length=4096)]
 
@@ -121,6 +121,55 @@ class EarlyStoppingConfig(StrictModel):
     """Smallest change of the metric that counts as an improvement."""
 
 
+class FixedWeightingConfig(StrictModel):
+    """Total loss = Σ weight × loss, with each loss's fixed `weight` (Keras `loss_weights`)."""
+
+    type: Literal["fixed"]
+
+
+class UncertaintyWeightingConfig(StrictModel):
+    """Homoscedastic uncertainty weighting (Kendall, Gal & Cipolla, CVPR 2018): one learned
+    log-variance s = log σ² per loss, trained with the model. A regression loss (mse, huber)
+    contributes exp(-s)/2 × L + s/2, a classification loss (cross-entropy, nll, binary
+    cross-entropy, contrastive) exp(-s) × L + s/2. The total can go negative; the per-head losses
+    and effective weights are logged separately."""
+
+    type: Literal["uncertainty"]
+    init_log_variance: FiniteFloat = 0.0
+    """Starting log-variance s of every loss (0: σ = 1, as in the paper). Each loss's fixed `weight`
+    scales it before weighting (a prior)."""
+
+
+class GradNormWeightingConfig(StrictModel):
+    """GradNorm (Chen et al., ICML 2018): learned weights that balance the gradient norms the
+    losses cause on the last shared layer (found from the graph: the last node every loss reads),
+    pulling faster-learning tasks back. The weights always sum to the number of losses; the fixed
+    `weight`s, rescaled to that sum, are their starting values."""
+
+    type: Literal["gradnorm"]
+    alpha: NonNegFloat = 1.5
+    """Restoring force toward equal training rates (the paper's α; 0 = equal gradient norms)."""
+    lr: PositiveFloat = 0.025
+    """Learning rate of the weights (their own Adam optimizer)."""
+
+
+class DWAWeightingConfig(StrictModel):
+    """Dynamic Weight Average (Liu, Johns & Davison, CVPR 2019): each epoch, weight_k =
+    K × softmax_k(r_k / T) where r_k = L_k(t-1) / L_k(t-2) is the rate at which loss k fell over
+    the last two epochs (epoch-mean training losses); the first two epochs use equal weights. The
+    fixed `weight`s act as a prior on the softmax (weight_k ∝ weight × exp(r_k / T))."""
+
+    type: Literal["dwa"]
+    temperature: PositiveFloat = 2.0
+    """Softmax temperature T (large: weights stay near equal; the paper uses 2)."""
+
+
+LossWeightingConfig = Annotated[
+    Union[FixedWeightingConfig, UncertaintyWeightingConfig, GradNormWeightingConfig, DWAWeightingConfig],
+    Field(discriminator="type"),
+]
+
+
 class TrainingConfig(StrictModel):
     """How to train (Keras `compile`/`fit` defaults where Keras has one)."""
 
@@ -155,3 +204,6 @@ class TrainingConfig(StrictModel):
     """Stop when a validation metric stops improving (none by default: train all epochs)."""
     num_workers: NonNegInt = 0
     """Data loader worker processes."""
+    loss_weighting: LossWeightingConfig = FixedWeightingConfig(type="fixed")
+    """How the losses of a multi-task model are combined: `fixed` weights (default), or learned
+    by `uncertainty`, `gradnorm` or `dwa`. Effective weights are logged per epoch."""
