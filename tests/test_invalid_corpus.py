@@ -196,6 +196,8 @@ def test_near_miss_names_get_did_you_mean(name):
 def codes_in_source() -> set[str]:
     codes = set()
     for py in (ROOT / "src" / "archspec").rglob("*.py"):
+        if py.name == "sweep.py":  # its codes are about sweep files, not specs: pinned in tests/test_sweep.py
+            continue
         codes |= set(CODE_IN_SOURCE.findall(py.read_text(encoding="utf-8")))
     return codes
 

@@ -191,11 +191,11 @@ def run_build(args) -> int:
 
         inputs = run_inputs(args.file) if Path(args.file).is_dir() else {args.file: "the spec file"}
         check_output_path(args.out, inputs=inputs, directory=True)
-    trained, fitted_from = None, None
-    if Path(args.file).is_dir():  # a run directory: its own spec and trained weights
+    trained = pre = fitted_from = None
+    if Path(args.file).is_dir():  # a run directory: its own spec, trained weights and preprocessing
         from .inference import load_run
 
-        trained, _, checked = load_run(args.file)
+        trained, pre, checked = load_run(args.file)
         fitted_from = str(args.file)
     else:
         checked = check_file(args.file)
@@ -243,7 +243,7 @@ def run_build(args) -> int:
         from .output_paths import writing
 
         with writing(Path(args.out) / "."):
-            result = export(model, args.out, args.export)
+            result = export(model, args.out, args.export, preprocessor=pre)
         summary["exports"] = {"manifest": str(result.manifest_path), "files": [str(p) for p in result.files]}
         if args.format == "text" or not show:
             for p in result.files + [result.manifest_path]:

@@ -87,6 +87,27 @@ def _parser() -> argparse.ArgumentParser:
                    help="live progress bar (default: when stdout is a terminal)")
     t.add_argument("--nproc-per-node", type=_count(1, 1024), default=1, metavar="N",
                    help="train with N processes (DistributedDataParallel via torchrun)")
+    _track_args(t)
+
+    sw = sub.add_parser("sweep", help="hyperparameter sweep over a spec on Optuna (see docs/loop.md)")
+    sw.add_argument("file", metavar="SPEC", nargs="?", help="the base spec")
+    sw.add_argument("--config", metavar="SWEEP", help="the sweep file (params, metric, trials, sampler, pruner)")
+    sw.add_argument("--out", metavar="DIR", help="sweep directory (default sweeps/<name>); an existing one "
+                    "with the same spec and sweep file is joined as another worker")
+    sw.add_argument("--resume", metavar="DIR", help="continue a sweep directory")
+    sw.add_argument("--show", metavar="DIR", help="print a sweep's trials table and write its best spec")
+    sw.add_argument("--storage", metavar="URL", help="Optuna storage (SQLAlchemy URL; default sqlite in DIR)")
+    sw.add_argument("--schema", action="store_true", help="print the JSON Schema of sweep files")
+    _track_args(sw)
+
+    sv = sub.add_parser("serve", help="HTTP prediction server for a run or export directory (see docs/loop.md)")
+    sv.add_argument("run", metavar="RUN", help="a trained run directory or an export directory")
+    sv.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    sv.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
+    sv.add_argument("--max-batch", type=int, default=64, metavar="ROWS",
+                    help="most rows run in one forward pass when requests are batched (default 64)")
+    sv.add_argument("--max-wait-ms", type=float, default=5.0, metavar="MS",
+                    help="longest a request waits for others to join its batch (default 5)")
 
     e = sub.add_parser("evaluate", help="metrics of a trained run on a labelled data file")
     e.add_argument("run", metavar="RUN")
@@ -97,6 +118,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="show trivial baselines (majority class, label frequency, popularity) next to the model")
     e.add_argument("--checkpoint", default="best", metavar="best|last|STEP", type=_checkpoint,
                    help="which weights: best (default), last, or the step of a kept checkpoint")
+    e.add_argument("--catalogue", metavar="FILE",
+                   help="two towers: also rank each test pair's candidate among every item of this catalogue "
+                        "(recall@k, NDCG@k, MRR; see docs/retrieval.md)")
+    e.add_argument("--id-column", metavar="COLUMN", help="with --catalogue: the column that identifies an item")
 
     pr = sub.add_parser("predict", help="probabilities and labels per head for every row of a data file")
     pr.add_argument("run", metavar="RUN")
@@ -113,6 +138,8 @@ def _parser() -> argparse.ArgumentParser:
     dp.add_argument("names", nargs="+", metavar="NAME", help="data set name, or 'all'")
     dp.add_argument("--out", metavar="DIR", default="data", help="root folder (default: data)")
 
+    _retrieval_parsers(sub)
+
     pl = sub.add_parser("plot", help="draw a run's learning curves to a PNG")
     pl.add_argument("run", metavar="RUN")
     pl.add_argument("--out", metavar="FILE", help=".png (default RUN/learning_curves.png), .svg or .pdf")
@@ -128,6 +155,118 @@ def _checkpoint(text: str) -> str:
 def plural(n: int, word: str, many: str | None = None) -> str:
     """``1 error``, ``2 errors``."""
     return f"{n} {word if n == 1 else (many or word + 's')}"
+def _retrieval_parsers(sub) -> None:
+    em = sub.add_parser("embed", help="embed every row of a data file with one tower of a two-tower run")
+    em.add_argument("run", metavar="RUN")
+    em.add_argument("--data", metavar="FILE", required=True)
+    em.add_argument("--tower", choices=["query", "candidate"], required=True)
+    em.add_argument("--out", metavar="FILE", required=True, help=".parquet (id, embedding) or .npy (+ .ids.jsonl)")
+    em.add_argument("--id-column", metavar="COLUMN", help="column of the row ids (default: row numbers)")
+    em.add_argument("--head", metavar="HEAD", help="the similarity head (when the spec has several)")
+    em.add_argument("--batch-size", type=int, default=1024, metavar="N")
+
+    ix = sub.add_parser("index", help="embed a catalogue with the candidate tower and build a nearest-neighbour index")
+    ix.add_argument("run", metavar="RUN")
+    ix.add_argument("--data", metavar="CATALOGUE", required=True)
+    ix.add_argument("--out", metavar="DIR", required=True)
+    ix.add_argument("--kind", choices=["exact", "hnsw", "ivf"], default="exact")
+    ix.add_argument("--id-column", metavar="COLUMN",
+                    help="column identifying an item (default: the candidate tower's categorical input)")
+    ix.add_argument("--head", metavar="HEAD")
+    ix.add_argument("--batch-size", type=int, default=1024, metavar="N")
+    ix.add_argument("--threads", type=int, metavar="N", help="faiss threads (default: torch's)")
+    ix.add_argument("--hnsw-m", type=int, metavar="M", help="HNSW links per node (default 32)")
+    ix.add_argument("--ef-construction", type=int, metavar="N", help="HNSW build beam (default 200)")
+    ix.add_argument("--ef-search", type=int, metavar="N", help="HNSW search beam (default 128)")
+    ix.add_argument("--nlist", type=int, metavar="N", help="IVF cells (default ~4·sqrt(items))")
+    ix.add_argument("--nprobe", type=int, metavar="N", help="IVF cells searched (default nlist/8)")
+
+    rt = sub.add_parser("retrieve", help="top-k catalogue items for every query row, from an index")
+    rt.add_argument("run", metavar="RUN")
+    rt.add_argument("--index", metavar="DIR", required=True)
+    rt.add_argument("--data", metavar="QUERIES", required=True)
+    rt.add_argument("-k", type=int, default=10)
+    rt.add_argument("--out", metavar="FILE", required=True, help=".csv, .jsonl or .parquet")
+    rt.add_argument("--exclude", metavar="COLUMN",
+                    help="column listing items each query has already seen (list, or ids separated by | or ,)")
+    rt.add_argument("--id-column", metavar="COLUMN", help="column of the query ids (default: row numbers)")
+    rt.add_argument("--batch-size", type=int, default=1024, metavar="N")
+    rt.add_argument("--threads", type=int, metavar="N")
+    rt.add_argument("--ef-search", type=int, metavar="N", help="override the index's HNSW search beam")
+    rt.add_argument("--nprobe", type=int, metavar="N", help="override the index's IVF cells searched")
+
+
+def cmd_embed(args) -> int:
+    from .output_paths import check_output_path, run_inputs
+
+    check_output_path(args.out, inputs={args.data: "the data file", **run_inputs(args.run)}, kinds=(".parquet", ".npy"))
+    from .retrieval import embed
+
+    n, dim = embed(args.run, args.data, args.out, side=args.tower, head=args.head, id_column=args.id_column,
+                   batch_size=args.batch_size)
+    print(f"wrote {n} {args.tower} embeddings of width {dim} to {args.out}")
+    return EXIT_OK
+
+
+def cmd_index(args) -> int:
+    from .output_paths import check_output_path, run_inputs
+
+    check_output_path(args.out, inputs={args.data: "the catalogue", **run_inputs(args.run)}, directory=True)
+    from .retrieval import build_index
+
+    params = {"m": args.hnsw_m, "ef_construction": args.ef_construction, "ef_search": args.ef_search,
+              "nlist": args.nlist, "nprobe": args.nprobe}
+    info = build_index(args.run, args.data, args.out, kind=args.kind, head=args.head, id_column=args.id_column,
+                       batch_size=args.batch_size, params=params, threads=args.threads)
+    if info.note:
+        print(f"archspec: {info.note}", file=sys.stderr)
+    print(f"indexed {info.count} items ({info.duplicates} duplicate rows dropped), width {info.dim}, "
+          f"{info.kind} ({info.backend}) → {info.directory}")
+    return EXIT_OK
+
+
+def cmd_retrieve(args) -> int:
+    from .output_paths import PREDICTION_FORMATS, check_output_path, run_inputs
+
+    check_output_path(args.out, inputs={args.data: "the query file", args.index: "the index", **run_inputs(args.run)},
+                      kinds=PREDICTION_FORMATS)
+    from .retrieval import retrieve
+
+    df = retrieve(args.run, args.index, args.data, args.out, k=args.k, exclude=args.exclude,
+                  id_column=args.id_column, batch_size=args.batch_size, threads=args.threads,
+                  params={"ef_search": args.ef_search, "nprobe": args.nprobe})
+    print(f"wrote {len(df)} hits for {df['query'].nunique()} queries to {args.out}")
+    return EXIT_OK
+
+
+def _track_args(p) -> None:
+    p.add_argument("--track", choices=["tensorboard", "mlflow"], action="append",
+                   help="log to TensorBoard / MLflow (repeatable; overrides training.tracking)")
+    p.add_argument("--tracking-uri", metavar="URI", help="MLflow tracking URI (default sqlite next to the runs)")
+
+
+def cmd_sweep(args) -> int:
+    from .sweep import run_sweep, show_sweep, sweep_schema
+
+    if args.schema:
+        print(json.dumps(sweep_schema(), indent=2))
+        return EXIT_OK
+    if args.show:
+        print(show_sweep(args.show, storage=args.storage))
+        return EXIT_OK
+    if args.resume is None and (args.file is None or args.config is None):
+        print("archspec sweep: give SPEC --config SWEEP.yaml, or --resume DIR, or --show DIR", file=sys.stderr)
+        return EXIT_USAGE
+    run_sweep(args.file, args.config, out=args.out, resume=args.resume, storage=args.storage,
+              track=args.track, tracking_uri=args.tracking_uri)
+    return EXIT_OK
+
+
+def cmd_serve(args) -> int:
+    from .server import serve
+
+    serve(args.run, host=args.host, port=args.port, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms)
+    return EXIT_OK
 
 
 def cmd_validate(args) -> int:
@@ -222,8 +361,9 @@ def cmd_train(args) -> int:
     from .train import train
 
     progress = {"auto": None, "bar": True, "lines": False}[args.progress]
+    track = {"backends": args.track, "uri": args.tracking_uri} if args.track or args.tracking_uri else None
     train(args.file, data=args.data, out=args.out, resume=args.resume, max_steps=args.max_steps,
-          epochs=args.epochs, progress=progress, plot=args.plot)
+          epochs=args.epochs, progress=progress, plot=args.plot, track=track)
     return EXIT_OK
 
 
@@ -253,6 +393,9 @@ def cmd_evaluate(args) -> int:
 
     if args.out:
         check_output_path(args.out, inputs={args.data: "the data file", **run_inputs(args.run)}, kinds=(".json",))
+    if args.catalogue and args.checkpoint != "best":
+        print("archspec evaluate: --catalogue evaluates the best checkpoint; leave out --checkpoint", file=sys.stderr)
+        return EXIT_USAGE
     from .inference import checkpoint_line, describe_checkpoint, evaluate, format_metrics, metrics_json
 
     info = describe_checkpoint(args.run, args.checkpoint)
@@ -260,6 +403,17 @@ def cmd_evaluate(args) -> int:
         metrics, base = evaluate(args.run, args.data, baseline=True, checkpoint=args.checkpoint)
     else:
         metrics, base = evaluate(args.run, args.data, checkpoint=args.checkpoint), None
+    if args.catalogue:
+        from .retrieval import catalogue_metrics
+
+        full, full_base, cat = catalogue_metrics(args.run, args.data, args.catalogue, baseline=args.baseline,
+                                                 id_column=args.id_column)
+        metrics.update(full)
+        if base is not None:
+            base.update(full_base or {})
+        print(f"catalogue: {cat['catalogue_items']} items, {cat['test_rows']} test rows"
+              + (f", {cat['not_in_catalogue']} of whose items are not in the catalogue (counted as misses)"
+                 if cat["not_in_catalogue"] else ""), file=sys.stderr)
     payload = {"checkpoint": info, "model": metrics, **({"baseline": base} if base is not None else {})}
     if args.format == "json":
         print(metrics_json(payload))
@@ -322,7 +476,8 @@ def cmd_plot(args) -> int:
 
 
 COMMANDS = {"validate": cmd_validate, "diff": cmd_diff, "schema": cmd_schema, "build": cmd_build, "train": cmd_train,
-            "evaluate": cmd_evaluate, "predict": cmd_predict, "plot": cmd_plot, "data": cmd_data}
+            "evaluate": cmd_evaluate, "predict": cmd_predict, "embed": cmd_embed, "index": cmd_index,
+            "retrieve": cmd_retrieve, "plot": cmd_plot, "data": cmd_data, "sweep": cmd_sweep, "serve": cmd_serve}
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None):

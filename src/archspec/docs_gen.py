@@ -38,6 +38,7 @@ _MODEL_HEADINGS = {
     "TrainingConfig": ("The `training` mapping", "the-training-mapping"),
     "DataConfig": ("`training.data`", "trainingdata"),
     "EarlyStoppingConfig": ("`training.early_stopping`", "trainingearly_stopping"),
+    "TrackingConfig": ("`training.tracking`", "trainingtracking"),
 }
 
 _KIND_TITLES = {"input": "input", "encoder": "encoder", "fusion": "fusion", "head": "head",
@@ -307,7 +308,7 @@ def render_blocks(schema: dict | None = None) -> dict[str, str]:
         "metrics": metrics_block(),
         "training": "\n\n".join([
             doc.model_block(ref, f"#### {_MODEL_HEADINGS[ref][0]}")
-            for ref in ("TrainingConfig", "DataConfig", "EarlyStoppingConfig")
+            for ref in ("TrainingConfig", "DataConfig", "EarlyStoppingConfig", "TrackingConfig")
         ]),
         "optimizers": doc.kind_block("optimizer"),
         "schedules": doc.kind_block("schedule"),

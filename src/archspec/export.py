@@ -116,6 +116,98 @@ def flat_tower(model, head: str, side: str) -> FlatModel:
     return FlatModel(SubGraph(model, node), model.input_keys([node]))
 
 
+class RawInputs(nn.Module):
+    """A flat model that takes raw values where the fitted transform is tensor math: numeric inputs
+    as float64 raw values, standardised inside (``(x - shift) / scale``, as the run's preprocessing
+    does, in float64); categorical inputs whose categories are integers as the raw integer,
+    looked up inside (category ``vocabulary[i]`` → index ``i + 1``, anything else → 0). Other
+    inputs pass through (tokens, pixels, string categories: :mod:`archspec.serving` prepares them).
+
+    Args:
+        flat: the :class:`FlatModel` to feed.
+        numeric: batch key → ``(shift, scale)`` lists.
+        categories: batch key → the integer categories in index order.
+    """
+
+    def __init__(self, flat: FlatModel, numeric: dict, categories: dict):
+        super().__init__()
+        self.flat = flat
+        self.keys = list(flat.keys)
+        self.ops = []
+        for pos, key in enumerate(self.keys):
+            if key in numeric:
+                shift, scale = numeric[key]
+                self.register_buffer(f"shift{pos}", torch.tensor(shift, dtype=torch.float64))
+                self.register_buffer(f"scale{pos}", torch.tensor(scale, dtype=torch.float64))
+                self.ops.append("numeric")
+            elif key in categories:
+                self.register_buffer(f"codes{pos}", torch.tensor(categories[key], dtype=torch.int64))
+                self.register_buffer(f"index{pos}", torch.arange(1, len(categories[key]) + 1, dtype=torch.int64))
+                self.ops.append("lookup")
+            else:
+                self.ops.append("")
+
+    def forward(self, *tensors: torch.Tensor) -> tuple:
+        xs = []
+        for pos, (op, x) in enumerate(zip(self.ops, tensors)):
+            if op == "numeric":
+                x = ((x - getattr(self, f"shift{pos}")) / getattr(self, f"scale{pos}")).float()  # (B, n)
+            elif op == "lookup":
+                hit = x.unsqueeze(-1) == getattr(self, f"codes{pos}")  # (B, V): at most one True per row
+                x = (hit.long() * getattr(self, f"index{pos}")).sum(-1)  # (B,), 0 = unseen
+            xs.append(x)
+        return self.flat(*xs)
+
+    def to_raw(self, tensors: tuple) -> tuple:
+        """Raw values that this module turns into ``tensors`` (for example and check inputs)."""
+        out = []
+        for pos, (op, x) in enumerate(zip(self.ops, tensors)):
+            if op == "numeric":
+                x = x.double() * getattr(self, f"scale{pos}") + getattr(self, f"shift{pos}")
+            elif op == "lookup":
+                codes = getattr(self, f"codes{pos}")
+                unseen = (codes.min() - 1) if len(codes) else torch.tensor(-1)
+                x = torch.where(x > 0, codes[(x - 1).clamp(0, max(len(codes) - 1, 0))], unseen)
+            out.append(x)
+        return tuple(out)
+
+
+def _int_codes(vocabulary: list[str]) -> list[int] | None:
+    """The categories as int64 values when every one is an integer (ids), else ``None``."""
+    try:
+        codes = [int(v) for v in vocabulary]
+    except ValueError:
+        return None
+    if any(str(c) != v or not -(2**62) < c < 2**62 for c, v in zip(codes, vocabulary)):
+        return None
+    return codes
+
+
+def _in_graph(model, preprocessor) -> tuple[dict, dict]:
+    """``(numeric, categories)`` transforms that go inside the exported graph, by batch key."""
+    if preprocessor is None:
+        return {}, {}
+    state = preprocessor.state_dict()["inputs"]
+    numeric, categories = {}, {}
+    for name, st in state.items():
+        if name not in model.inputs:
+            continue
+        if st["type"] == "numeric":
+            numeric[name] = (st["shift"], st["scale"])
+        elif st["type"] == "categorical":
+            codes = _int_codes(st["vocabulary"])
+            if codes is not None:
+                categories[name] = codes
+    return numeric, categories
+
+
+def _raw(flat: FlatModel, transforms: tuple[dict, dict]) -> nn.Module:
+    numeric, categories = transforms
+    if not any(k in numeric or k in categories for k in flat.keys):
+        return flat
+    return RawInputs(flat, numeric, categories).eval()
+
+
 @dataclass
 class Target:
     """One thing to export: a flat module and what the manifest says about it."""
@@ -130,19 +222,70 @@ class Target:
 # ---------------------------------------------------------------------------------------- manifest
 
 
-def _input_specs(model, keys: list[str]) -> list[dict]:
+PREPROCESS_DIR = "preprocess"
+
+
+def _input_specs(model, keys: list[str], preprocessor=None, transforms=({}, {})) -> list[dict]:
     out = []
     for key in keys:
         base, mask = (key[:-5], True) if key.endswith(".mask") else (key, False)
         shape = model.inputs[base]
-        out.append({
+        spec = {
             "name": key,
             "dtype": "int64" if mask else shape.dtype,
             "shape": [BATCH, *shape.dims],
             "kind": "attention_mask" if mask else shape.kind,
             **({"mask": key + ".mask"} if shape.kind == TOKENS and not mask else {}),
-        })
+        }
+        if preprocessor is not None:
+            spec.update(_expects(model, base, mask, preprocessor, transforms))
+        out.append(spec)
     return out
+
+
+def _expects(model, name: str, mask: bool, preprocessor, transforms) -> dict:
+    """What a user feeds this input of the export, and how it is made from a raw row (the manifest's
+    ``expects`` and ``transform``)."""
+    cfg = preprocessor.checked.spec.inputs[name]
+    state = preprocessor.state_dict()["inputs"][name]
+    numeric, categories = transforms
+    where = f"{PREPROCESS_DIR}/preprocessor.json#inputs.{name}"
+    if cfg.type == "numeric":
+        return {"dtype": "float64", "expects": "raw values", "columns": list(cfg.columns),
+                "transform": {"in_graph": "(x - shift) / scale", "normalize": cfg.normalize,
+                              "shift": state["shift"], "scale": state["scale"]}}
+    if cfg.type == "categorical":
+        if name in categories:
+            return {"expects": "raw values (integer categories)", "column": cfg.column,
+                    "transform": {"in_graph": "category vocabulary[i] -> index i + 1; any other value -> 0",
+                                  "vocabulary": where + ".vocabulary", "size": len(state["vocabulary"])}}
+        return {"expects": "category index", "column": cfg.column,
+                "transform": {"runtime": "category vocabulary[i] -> index i + 1; unseen or missing -> 0 "
+                                         "(values matched as text: 1, 1.0 and '1' are '1'; strings stripped)",
+                              "vocabulary": where + ".vocabulary"}}
+    if cfg.type == "text":
+        tok = f"{PREPROCESS_DIR}/tokenizers/{name}/tokenizer.json"
+        what = "attention mask (1 = token, 0 = padding)" if mask else "token ids"
+        return {"expects": what, "column": cfg.column,
+                "transform": {"runtime": "tokenize", "tokenizer": tok, "kind": state.get("tokenizer"),
+                              "max_length": cfg.max_length, "pad_id": state.get("pad_id"),
+                              "missing": "empty text", "padding": "to max_length", "truncation": True}}
+    if cfg.type == "image":
+        from .data.images import IMAGENET_MEAN, IMAGENET_MEAN_GRAY, IMAGENET_STD, IMAGENET_STD_GRAY
+
+        rgb = cfg.channels == 3
+        return {"expects": "pixels (channels, height, width), float32", "column": cfg.column,
+                "transform": {"runtime": "image", "decode": "Pillow, converted to " + ("RGB" if rgb else "L"),
+                              "size": list(cfg.size), "resize": "bilinear", "channels": cfg.channels,
+                              "normalize": cfg.normalize,
+                              "mean": list(IMAGENET_MEAN if rgb else IMAGENET_MEAN_GRAY),
+                              "std": list(IMAGENET_STD if rgb else IMAGENET_STD_GRAY),
+                              "paths": "relative to the data file's directory"}}
+    if cfg.type == "vector":
+        return {"expects": "raw values", "column": cfg.column, "width": cfg.width,
+                "transform": {"runtime": f"a list of {cfg.width} numbers per row (or columns "
+                                         f"{cfg.column}_0 ... {cfg.column}_{cfg.width - 1})"}}
+    return {}
 
 
 def _output_specs(model) -> list[dict]:
@@ -226,13 +369,16 @@ def _manifest(model, name: str, targets: list[Target], formats: list[str], out_d
     return manifest
 
 
-def _targets(model, name: str) -> list[Target]:
-    targets = [Target(name, flat_model(model).eval(), _input_specs(model, model.input_keys()), _output_specs(model))]
+def _targets(model, name: str, preprocessor=None) -> list[Target]:
+    tf = _in_graph(model, preprocessor)
+    targets = [Target(name, _raw(flat_model(model).eval(), tf),
+                      _input_specs(model, model.input_keys(), preprocessor, tf), _output_specs(model))]
     for head, (q, c) in model.similarity.items():
         for side, node in (("query", q), ("candidate", c)):
             flat = flat_tower(model, head, side).eval()
             shape = model.shapes[node]
-            targets.append(Target(f"{name}.{head}.{side}", flat, _input_specs(model, flat.keys),
+            targets.append(Target(f"{name}.{head}.{side}", _raw(flat, tf),
+                                  _input_specs(model, flat.keys, preprocessor, tf),
                                   # not plain "embedding": the ONNX exporter does not rename an output
                                   # that collides with an internal value (e.g. an nn.Embedding's)
                                   [{"name": f"{head}.{side}", "kind": "embedding", "dtype": shape.dtype,
@@ -258,12 +404,14 @@ def _varied_masks(batch: dict) -> dict:
     return out
 
 
-def example_args(model, keys: list[str], batch_size: int = EXAMPLE_BATCH, seed: int = 0) -> tuple:
-    """Positional example tensors for ``keys``, from ``model.example_batch``."""
+def example_args(model, keys: list[str], batch_size: int = EXAMPLE_BATCH, seed: int = 0, module=None) -> tuple:
+    """Positional example tensors for ``keys``, from ``model.example_batch`` (as raw values when
+    ``module`` is a :class:`RawInputs`)."""
     batch = model.example_batch(batch_size, seed=seed)
     if seed:
         batch = _varied_masks(batch)
-    return tuple(batch[k] for k in keys)
+    args = tuple(batch[k] for k in keys)
+    return module.to_raw(args) if isinstance(module, RawInputs) else args
 
 
 # --------------------------------------------------------------------------------------- exporters
@@ -380,8 +528,15 @@ class ExportResult:
     files: list[Path]
 
 
-def export(model, out_dir, formats, *, name: str | None = None, verify: bool = True) -> ExportResult:
+def export(model, out_dir, formats, *, name: str | None = None, verify: bool = True,
+           preprocessor=None) -> ExportResult:
     """Export ``model`` (and each similarity head's towers) in every format, plus a manifest.
+
+    With the ``preprocessor`` of a trained run the export is self-contained: the fitted
+    preprocessing is written to ``preprocess/`` (JSON statistics and vocabularies, tokenizer files;
+    no pickle), numeric standardisation and integer category lookup happen inside the exported
+    graphs (raw values go in), and each manifest input says what it ``expects`` and how it is made
+    from a raw row. :mod:`archspec.serving` runs such an export from raw rows without torch.
 
     Args:
         model: a :class:`~archspec.nn.model.CompiledModel`.
@@ -418,10 +573,10 @@ def export(model, out_dir, formats, *, name: str | None = None, verify: bool = T
     model.eval()
     written: list[Path] = []
     try:
-        targets = _targets(model, name)
+        targets = _targets(model, name, preprocessor)
         for t in targets:
-            args = example_args(model, t.module.keys)
-            check = example_args(model, t.module.keys, CHECK_BATCH, seed=1)
+            args = example_args(model, t.module.keys, module=t.module)
+            check = example_args(model, t.module.keys, CHECK_BATCH, seed=1, module=t.module)
             with torch.no_grad():
                 t.module(*args)  # warm the model's plan cache outside the tracers
             for fmt in formats:
@@ -446,6 +601,14 @@ def export(model, out_dir, formats, *, name: str | None = None, verify: bool = T
                 if fmt == "onnx" and Path(str(path) + ".data").exists():
                     written.append(Path(str(path) + ".data"))
         manifest = _manifest(model, name, targets, formats, out_dir)
+        manifest["preprocessing"] = None
+        if preprocessor is not None:
+            preprocessor.save(out_dir / PREPROCESS_DIR)
+            written.append(out_dir / PREPROCESS_DIR / "preprocessor.json")
+            manifest["preprocessing"] = {
+                "dir": PREPROCESS_DIR, "state": f"{PREPROCESS_DIR}/preprocessor.json",
+                "in_graph": "numeric standardisation; lookup of integer categories",
+                "runtime": "tokenization, image decoding, lookup of text categories (archspec.serving)"}
         manifest_path = out_dir / f"{name}.export.json"
         tmp = manifest_path.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(manifest, indent=2) + "\n")

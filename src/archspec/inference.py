@@ -138,11 +138,46 @@ def predict(run_dir, data_file, out_file, batch_size: int = 256, checkpoint="bes
     Returns:
         the written ``pandas.DataFrame``.
     """
-    import pandas as pd
+    from .output_paths import PREDICTION_FORMATS, check_output_path, run_inputs, writing
 
+    inputs = {data_file: "the data file", **run_inputs(run_dir)}
+    suffix = check_output_path(out_file, inputs=inputs, kinds=PREDICTION_FORMATS).suffix.lower()
     model, pre, checked = load_run(run_dir, checkpoint)
     df, x, _ = _load_data(checked, pre, data_file, need_targets=False)
-    outputs = run_model(model, x, batch_size)
+    result = prediction_frame(model, pre, checked, run_model(model, x, batch_size), df.index)
+    with writing(out_file) as out_path:
+        if suffix == ".parquet":
+            result.to_parquet(out_path, index=False)
+        elif suffix in (".jsonl", ".ndjson"):
+            result.to_json(out_path, orient="records", lines=True)
+        else:
+            result.to_csv(out_path, index=False)
+    return result
+
+
+def predict_frame(loaded, df, data_dir, batch_size: int = 256, file: str = "<rows>"):
+    """Predictions for the rows of a DataFrame (what :func:`predict` writes, without the file).
+
+    Args:
+        loaded: ``(model, preprocessor, checked)`` from :func:`load_run`.
+        df: rows with the spec's input columns (target columns are not needed).
+        data_dir: folder that relative image paths start from.
+
+    Raises:
+        DataError: a row does not fit the spec (the message names the row and column).
+    """
+    from .data import preflight
+
+    model, pre, checked = loaded
+    preflight(checked, df, file, "predict", data_dir=Path(data_dir), targets=False)
+    x, _ = pre.transform(df, Path(data_dir), targets=False)
+    return prediction_frame(model, pre, checked, run_model(model, x, batch_size), df.index)
+
+
+def prediction_frame(model, pre, checked, outputs: dict, index):
+    """One column per prediction value (labels, probabilities, scores), as :func:`predict` writes."""
+    import pandas as pd
+
     g = checked.graph
     cols: dict = {}
     for name in model.predictions:
@@ -171,18 +206,7 @@ def predict(run_dir, data_file, out_file, batch_size: int = 256, checkpoint="bes
         elif kind == "similarity":
             cols[f"{name}.score"] = out.numpy()
             cols[f"{name}.prob"] = probs.numpy()
-    result = pd.DataFrame(cols, index=df.index)
-    from .output_paths import PREDICTION_FORMATS, check_output_path, writing
-
-    suffix = check_output_path(out_file, kinds=PREDICTION_FORMATS).suffix.lower()
-    with writing(out_file) as out_path:
-        if suffix == ".parquet":
-            result.to_parquet(out_path, index=False)
-        elif suffix in (".jsonl", ".ndjson"):
-            result.to_json(out_path, orient="records", lines=True)
-        else:
-            result.to_csv(out_path, index=False)
-    return result
+    return pd.DataFrame(cols, index=index)
 
 
 def format_metrics(metrics: dict, baseline: dict | None = None) -> str:

@@ -46,15 +46,16 @@ class LossWeighting:
         """Parameters trained by the model's optimizer (a parameter group of their own)."""
         return []
 
-    def __call__(self, outputs: dict, targets: dict, train: bool = False) -> tuple[torch.Tensor, dict]:
+    def __call__(self, outputs: dict, targets: dict, inputs: dict | None = None,
+                 train: bool = False) -> tuple[torch.Tensor, dict]:
         """``(total, per_head)`` like the compiled loss; ``train`` also records what the method
         learns from (GradNorm's gradient norms, the epoch-mean losses)."""
         if type(self) is LossWeighting:
-            total, per_head = self.loss_fn(outputs, targets)
+            total, per_head = self.loss_fn(outputs, targets, inputs)
             if train:
                 self._observe(per_head)
             return total, per_head
-        values = self.loss_fn.values(outputs, targets)
+        values = self.loss_fn.values(outputs, targets, inputs)
         total = self.combine(values, train)
         per_head = {k: v.detach() for k, v in values.items()}
         if train:

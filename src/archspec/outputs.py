@@ -49,8 +49,9 @@ def run_model(model, inputs: dict, batch_size: int, device="cpu") -> dict:
     return {k: torch.cat(v) for k, v in chunks.items()}
 
 
-def evaluate_outputs(model, outputs: dict, targets: dict, loss_fn=None) -> dict:
-    """Metrics of every prediction, keyed ``HEAD/METRIC``, plus per-head and total losses."""
+def evaluate_outputs(model, outputs: dict, targets: dict, loss_fn=None, inputs: dict | None = None) -> dict:
+    """Metrics of every prediction, keyed ``HEAD/METRIC``, plus per-head and total losses (``inputs``
+    lets a contrastive loss identify candidates)."""
     g = model.checked.graph
     result = {}
     for name in model.predictions:
@@ -78,7 +79,7 @@ def evaluate_outputs(model, outputs: dict, targets: dict, loss_fn=None) -> dict:
         result.update({f"{name}/{k}": v for k, v in m.items()})
     if loss_fn is not None:
         with torch.no_grad():
-            total, per = loss_fn(outputs, targets)
+            total, per = loss_fn(outputs, targets, inputs)
         result["loss"] = float(total)
         result.update({f"{k}/loss": float(v) for k, v in per.items()})
     return result

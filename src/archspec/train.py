@@ -145,7 +145,7 @@ def train(spec_path=None, **kwargs) -> Path:
 
 def fit(spec_path=None, *, data: str | None = None, out: str | None = None, resume: str | None = None,
         max_steps: int | None = None, epochs: int | None = None, progress: bool | None = None,
-        plot: bool = False, log=print) -> TrainResult:
+        plot: bool = False, log=print, track: dict | None = None) -> TrainResult:
     """Train a spec and write a run directory.
 
     Args:
@@ -155,6 +155,7 @@ def fit(spec_path=None, *, data: str | None = None, out: str | None = None, resu
         resume: a run directory to continue from its last checkpoint.
         max_steps / epochs: override the spec (e.g. for quick checks).
         progress: live progress bar; default: when stdout is a terminal.
+        track: options of :func:`archspec.tracking.start_tracking` (backends, uri, callbacks, ...).
 
     Returns:
         a :class:`TrainResult`.
@@ -239,6 +240,8 @@ def fit(spec_path=None, *, data: str | None = None, out: str | None = None, resu
 
         ckpt.atomic_write_json(run.root / "baseline.json", fit_baseline(model, x_train, y_train))
     loss_fn = compile_loss(model)
+    if loss_fn.needs_fit:  # contrastive heads: candidate frequencies (logQ) and random negatives
+        loss_fn.fit(x_train)
     ddp_model = model
     if world > 1:
         ddp_model = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=False)
@@ -280,6 +283,9 @@ def fit(spec_path=None, *, data: str | None = None, out: str | None = None, resu
     if es is not None:
         es_mode = es.mode if es.mode != "auto" else ("min" if es.metric.endswith(("loss", "mae", "rmse", "mse"))
                                                      else "max")
+    from .tracking import start_tracking
+
+    tracker = start_tracking(checked, run.root, resume=resume is not None, enabled=is_main, **(track or {}))
     show = Progress(enabled=(sys.stdout.isatty() if progress is None else progress) and is_main, log=say)
     say(f"training {spec.name}: {n} rows, {batches_per_epoch} batches/epoch, {total_steps} steps, "
         f"{sum(p.numel() for p in model.parameters() if p.requires_grad):,} trainable parameters, "
@@ -317,7 +323,7 @@ def fit(spec_path=None, *, data: str | None = None, out: str | None = None, resu
                 targets = {k: v.to(device) for k, v in take(y_train, idx).items()}
                 with _autocast(tcfg, device):
                     outputs = ddp_model(inputs)
-                    total, per_head = weighting(outputs, targets, train=True)
+                    total, per_head = weighting(outputs, targets, inputs, train=True)
                 if not torch.isfinite(total):
                     if tcfg.on_nonfinite == "error":
                         raise TrainingError(f"non-finite loss at epoch {epoch + 1}, step {step}: head "
@@ -343,6 +349,7 @@ def fit(spec_path=None, *, data: str | None = None, out: str | None = None, resu
                     loss_value = float(total.detach())
                     running = 0.9 * running + 0.1 * loss_value if running else loss_value
                     show.update(b + 1, loss=running, lr=lr)
+                    tracker.step(step, loss_value, lr, per_head)
                     if tcfg.checkpoint_every and step % tcfg.checkpoint_every == 0 and b + 1 < len(all_batches):
                         save()
                     if stop.signal is not None or step >= total_steps:
@@ -355,7 +362,7 @@ def fit(spec_path=None, *, data: str | None = None, out: str | None = None, resu
             metrics = {}
             if x_val is not None:
                 outputs = run_model(model, x_val, max(tcfg.batch_size, 256), device)
-                metrics = evaluate_outputs(model, outputs, {k: v for k, v in y_val.items()}, loss_fn)
+                metrics = evaluate_outputs(model, outputs, {k: v for k, v in y_val.items()}, loss_fn, x_val)
             record = {"epoch": epoch + 1, "step": step, "train_loss": running, "lr": lr,
                       "time_s": round(time.time() - t0, 3), "skipped_steps": skipped, **weighting.log(),
                       **{f"val/{k}": v for k, v in metrics.items()}}
@@ -379,6 +386,9 @@ def fit(spec_path=None, *, data: str | None = None, out: str | None = None, resu
             else:
                 bad_epochs += 1
             save(("last", "best") if improved or best is None else ("last",))
+            if tracker.epoch(record):
+                say(f"stopped by {tracker.stop_reason} after epoch {record['epoch']}")
+                break
             if es is not None and bad_epochs >= es.patience:
                 say(f"early stopping: {es.metric} has not improved for {es.patience} epochs")
                 break
@@ -399,6 +409,7 @@ def fit(spec_path=None, *, data: str | None = None, out: str | None = None, resu
 
             say(f"learning curves: {plot_run(run.root)}")
         say(f"run directory: {run.root}")
+    tracker.end(run.root, "KILLED" if stopped_by else "FINISHED")
     if stopped_by:
         raise KeyboardInterrupt
     return TrainResult(run.root, model, step)

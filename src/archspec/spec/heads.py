@@ -213,6 +213,12 @@ class SimilarityHeadConfig(HeadNode):
         if self.layers:
             ctx.report("E-SCHEMA-VALUE", ("layers",), "a similarity head has no layers of its own",
                        "add the layers to the towers")
+        if self.loss.type == "contrastive" and self.temperature is not None and (
+                self.loss.temperature is not None or self.loss.learn_temperature):
+            ctx.report("W-SIM-TEMPERATURE", ("loss", "temperature"), "both the head's `temperature` and the "
+                       "contrastive loss's temperature divide the score in the loss",
+                       "keep one: the head's (fixed, part of the score) or the loss's (fixed or learned)",
+                       severity=WARNING)
         rng = {"cosine": (-1.0, 1.0), "euclidean": (float("-inf"), 0.0)}.get(self.metric)
         if rng and self.temperature is None and not self.learn_scale and self.loss.type == "binary_cross_entropy":
             top = "0.73" if self.metric == "cosine" else "0.5"

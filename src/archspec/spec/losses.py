@@ -7,7 +7,7 @@ from typing import Annotated, ClassVar, Literal
 from pydantic import Field
 
 from ..registry import register_config
-from .base import NonNegFloat, PositiveFloat, Probability, RegistryUnion, StrictModel
+from .base import NonNegFloat, NonNegInt, PositiveFloat, Probability, RegistryUnion, StrictModel
 
 
 class LossBase(StrictModel):
@@ -81,6 +81,22 @@ class ContrastiveLossConfig(LossBase):
     applies_to = ("similarity",)
     symmetric: bool = False
     """Also score candidates against queries and average the two directions (CLIP style)."""
+    logq_correction: bool = False
+    """Correct the sampling bias of in-batch negatives (Yi et al., RecSys 2019): subtract from each
+    candidate's logit the log of how often it is expected among the negatives (its frequency in the
+    training split, fitted at the start of training), so popular items are not over-penalised."""
+    random_negatives: NonNegInt = 0
+    """Candidates drawn uniformly at random from the training split's distinct candidates at every
+    step and added as negatives for every row (mixed negative sampling); 0 = in-batch only."""
+    temperature: PositiveFloat | None = None
+    """The loss divides the head's score by this (on top of the head's own `temperature`); left out,
+    the score is used as it is, or, with `learn_temperature`, learning starts at 1."""
+    learn_temperature: bool = False
+    """Learn the loss temperature (as CLIP's logit scale: starts at `temperature`, never below 0.01).
+    It sharpens the softmax only: rankings, predictions and exports do not change with it."""
+    mask_accidental_hits: bool = True
+    """Do not count a negative that is the row's own candidate (the same item twice in a batch, or
+    drawn as a random negative) as a negative."""
 
 
 LossConfig = Annotated[object, RegistryUnion("loss")]

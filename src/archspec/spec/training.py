@@ -168,6 +168,16 @@ LossWeightingConfig = Annotated[
     Union[FixedWeightingConfig, UncertaintyWeightingConfig, GradNormWeightingConfig, DWAWeightingConfig],
     Field(discriminator="type"),
 ]
+class TrackingConfig(StrictModel):
+    """Experiment tracking (off unless `backends` names one; `archspec train --track` overrides it)."""
+
+    backends: list[Literal["tensorboard", "mlflow"]] = []
+    """`tensorboard` (event files in `RUN/tensorboard/`) and/or `mlflow` (a run in an MLflow store)."""
+    mlflow_uri: Annotated[str, Field(min_length=1, max_length=4096)] | None = None
+    """MLflow tracking URI, e.g. `sqlite:////srv/mlflow.db` or `http://mlflow:5000`; default: a SQLite
+    store `mlflow.db` in the folder that holds the run directory."""
+    experiment: Annotated[str, Field(min_length=1, max_length=256)] | None = None
+    """MLflow experiment name; default: the spec's `name`."""
 
 
 class TrainingConfig(StrictModel):
@@ -207,3 +217,5 @@ class TrainingConfig(StrictModel):
     loss_weighting: LossWeightingConfig = FixedWeightingConfig(type="fixed")
     """How the losses of a multi-task model are combined: `fixed` weights (default), or learned
     by `uncertainty`, `gradnorm` or `dwa`. Effective weights are logged per epoch."""
+    tracking: TrackingConfig | None = None
+    """Log the run to TensorBoard and/or MLflow (see docs/loop.md)."""
