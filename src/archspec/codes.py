@@ -91,14 +91,6 @@ CODES: dict[str, tuple[str, str]] = {
     "E-METRIC": ("Metric unknown or not applicable",
                  "The metric does not exist or does not apply to this prediction (e.g. mae on a classifier), or "
                  "early stopping names a metric the head does not report."),
-    "E-REF-OUTPUT": ("Unknown or missing task output",
-                     "A dotted reference `NODE.TASK` names a task output the node does not have, a node with one "
-                     "output per task (an `mmoe`) is read without naming the task, or a dot follows a node with a "
-                     "single output."),
-    "E-SEQUENCE": ("Sequence where a vector is expected, or the reverse",
-                   "A sequence (one vector per token or patch) reaches a node that reads one vector per example, "
-                   "or a pooled vector reaches a cross-attention fusion: pool it, or keep the sequence "
-                   "(`pooling: none`)."),
     "E-LOSS-WEIGHTING": ("Loss weighting cannot work",
                          "A learned `training.loss_weighting` (uncertainty, gradnorm, dwa) needs at least two "
                          "losses, and gradnorm needs a trainable node they share."),
