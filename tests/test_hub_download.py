@@ -178,7 +178,7 @@ def test_fetch_gets_everything_reports_failures_then_offline_builds_never_connec
     finally:
         hub.stop()
     failing, ok = fetched
-    assert failing["rc"] == 6, failing
+    assert failing["rc"] == 7, failing
     assert f"FAILED  {MISSING} (model): no model '{MISSING}' on the hub" in failing["out"], failing["out"]
     assert f"fetched {REPO} (model+tokenizer): " in failing["out"]
     assert "fetched squeezenet1_1.DEFAULT (torchvision): 1 file, " in failing["out"]
@@ -201,7 +201,7 @@ def test_fetch_gets_everything_reports_failures_then_offline_builds_never_connec
                          {"argv": ["fetch", str(run_dir)], "guard": True}],
                         HF_HOME=cache / "huggingface", TORCH_HOME=cache / "torch", HF_HUB_OFFLINE=1,
                         TV_URL=f"{url}/{served['tv_name']}")
-    assert [r["rc"] for r in offline] == [0, 0, 1, 6, 1, 1, 0], offline
+    assert [r["rc"] for r in offline] == [0, 0, 1, 7, 1, 1, 0], offline
     assert all(r["connects"] == [] for r in offline), [r["connects"] for r in offline]
     assert f"cached  {REPO}" in offline[0]["out"] and "nothing downloaded" in offline[0]["out"]
     message = offline[2]["err"].strip().splitlines()[-1]
@@ -352,5 +352,5 @@ def test_fetch_of_a_spec_without_pretrained_files_or_an_invalid_spec(tmp_path, c
     bad = write(tmp_path, "bad.yaml", spec_text().replace("from: both", "from: bothh"))
     assert main(["fetch", bad]) == 1  # an invalid spec: its diagnostics, and nothing is fetched
     assert "error[E-REF]" in capsys.readouterr().err
-    assert main(["fetch", str(tmp_path)]) == 6
+    assert main(["fetch", str(tmp_path)]) == 7
     assert "is a directory but not a run directory" in capsys.readouterr().err

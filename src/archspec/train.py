@@ -20,7 +20,7 @@ import torch
 
 from . import checkpoint as ckpt
 from .build import compile_loss, compile_spec
-from .errors import CheckpointError, TrainingError
+from .errors import CheckpointError, TrainingError, UsageError
 from .loss_weighting import make_weighting
 from .optim import lr_at, make_optimizer
 from .pipeline import Checked, check_file, check_text
@@ -145,7 +145,7 @@ def train(spec_path=None, **kwargs) -> Path:
 
 def fit(spec_path=None, *, data: str | None = None, out: str | None = None, resume: str | None = None,
         max_steps: int | None = None, epochs: int | None = None, progress: bool | None = None,
-        plot: bool = False, log=print, init_from: str | None = None) -> TrainResult:
+        plot: bool = False, log=print, track: dict | None = None, init_from: str | None = None) -> TrainResult:
     """Train a spec and write a run directory.
 
     Args:
@@ -155,6 +155,7 @@ def fit(spec_path=None, *, data: str | None = None, out: str | None = None, resu
         resume: a run directory to continue from its last checkpoint.
         max_steps / epochs: override the spec (e.g. for quick checks).
         progress: live progress bar; default: when stdout is a terminal.
+        track: options of :func:`archspec.tracking.start_tracking` (backends, uri, callbacks, ...).
         init_from: a finished run whose weights start this one, matched by node name (the second
             stage of transfer learning: unfreeze, then fine-tune; see :mod:`archspec.warm_start`).
 
@@ -167,6 +168,9 @@ def fit(spec_path=None, *, data: str | None = None, out: str | None = None, resu
     """
     from .data import Preprocessor, preflight, read_table, split_frame
 
+    for option, value in (("epochs", epochs), ("max_steps", max_steps)):
+        if value is not None and (not isinstance(value, int) or value < 1):
+            raise UsageError(f"{option} must be a whole number ≥ 1, not {value!r}")
     rank, world = _dist()
     is_main = rank == 0
     say = log if is_main else (lambda *a, **k: None)
@@ -186,8 +190,8 @@ def fit(spec_path=None, *, data: str | None = None, out: str | None = None, resu
         checked = check_text(run.spec.read_text(), str(run.spec), base_dir=_stored_base(run)).raise_for_errors()
         source = _source(run)
         data = data or source.get("data")  # the run keeps the data and overrides it started with
-        epochs = epochs or source.get("epochs")
-        max_steps = max_steps or source.get("max_steps")
+        epochs = epochs if epochs is not None else source.get("epochs")
+        max_steps = max_steps if max_steps is not None else source.get("max_steps")
     else:
         checked = check_file(spec_path).raise_for_errors()
         name = checked.spec.name
@@ -204,8 +208,8 @@ def fit(spec_path=None, *, data: str | None = None, out: str | None = None, resu
                 "data": str(Path(data).resolve()) if data else None, "epochs": epochs, "max_steps": max_steps})
             run.metrics.unlink(missing_ok=True)
     spec, tcfg = checked.spec, checked.spec.training
-    total_epochs = epochs or tcfg.epochs
-    step_cap = max_steps or tcfg.max_steps
+    total_epochs = epochs if epochs is not None else tcfg.epochs
+    step_cap = max_steps if max_steps is not None else tcfg.max_steps
 
     # --- data: read, check, split, fit preprocessing on the training split only ---------------
     train_file = data or _data_path(checked, tcfg.data.train, "train")
@@ -289,6 +293,9 @@ def fit(spec_path=None, *, data: str | None = None, out: str | None = None, resu
     if es is not None:
         es_mode = es.mode if es.mode != "auto" else ("min" if es.metric.endswith(("loss", "mae", "rmse", "mse"))
                                                      else "max")
+    from .tracking import start_tracking
+
+    tracker = start_tracking(checked, run.root, resume=resume is not None, enabled=is_main, **(track or {}))
     show = Progress(enabled=(sys.stdout.isatty() if progress is None else progress) and is_main, log=say)
     say(f"training {spec.name}: {n} rows, {batches_per_epoch} batches/epoch, {total_steps} steps, "
         f"{sum(p.numel() for p in model.parameters() if p.requires_grad):,} trainable parameters, "
@@ -352,6 +359,7 @@ def fit(spec_path=None, *, data: str | None = None, out: str | None = None, resu
                     loss_value = float(total.detach())
                     running = 0.9 * running + 0.1 * loss_value if running else loss_value
                     show.update(b + 1, loss=running, lr=lr)
+                    tracker.step(step, loss_value, lr, per_head)
                     if tcfg.checkpoint_every and step % tcfg.checkpoint_every == 0 and b + 1 < len(all_batches):
                         save()
                     if stop.signal is not None or step >= total_steps:
@@ -388,6 +396,9 @@ def fit(spec_path=None, *, data: str | None = None, out: str | None = None, resu
             else:
                 bad_epochs += 1
             save(("last", "best") if improved or best is None else ("last",))
+            if tracker.epoch(record):
+                say(f"stopped by {tracker.stop_reason} after epoch {record['epoch']}")
+                break
             if es is not None and bad_epochs >= es.patience:
                 say(f"early stopping: {es.metric} has not improved for {es.patience} epochs")
                 break
@@ -399,7 +410,8 @@ def fit(spec_path=None, *, data: str | None = None, out: str | None = None, resu
 
         dist.barrier()
     if is_main:
-        show.final_table(run.metrics)
+        show.final_table(run.metrics, best=ckpt.read_pointer(run.checkpoints, "best", missing_ok=True),
+                         metric=es.metric if es is not None else "loss", mode=es_mode or "min")
         if stopped_by:
             say(f"stopped by {stopped_by} at step {step}; resume with: archspec train --resume {run.root}")
         if plot:
@@ -407,6 +419,7 @@ def fit(spec_path=None, *, data: str | None = None, out: str | None = None, resu
 
             say(f"learning curves: {plot_run(run.root)}")
         say(f"run directory: {run.root}")
+    tracker.end(run.root, "KILLED" if stopped_by else "FINISHED")
     if stopped_by:
         raise KeyboardInterrupt
     return TrainResult(run.root, model, step)
