@@ -13,6 +13,7 @@ from .errors import ERROR, WARNING, Diagnostic, did_you_mean
 from .graph import Graph, label_space, prediction_kind, prediction_metrics, unused_nodes
 from .load import SourceMap
 from .shapes import LOGITS, PROBS, infer_shapes
+from .spec.losses import losses_for
 from .spec.metrics import known_metrics, metric_kinds
 
 _SQUASH = {"softmax", "sigmoid"}
@@ -101,7 +102,7 @@ def check_losses(ctx: Context) -> None:
                            "logits", "use `type: cross_entropy`")
                 continue
         else:
-            allowed = cfg.allowed_losses
+            allowed = losses_for(cfg.kind)
             kind = cfg.kind
         if allowed and loss.type not in allowed:
             ctx.report("E-LOSS-KIND", path + ("type",), f"a {kind} prediction cannot use {loss.type} loss",
@@ -135,9 +136,6 @@ def check_metrics(ctx: Context) -> None:
                 ok = sorted(m for m in known_metrics() if kind in (metric_kinds(m.replace('K', '10')) or ()))
                 ctx.report("E-METRIC", path, f"{metric} does not apply to a {kind} prediction",
                            f"use one of {', '.join(ok)}")
-            elif metric.startswith("recall@") and getattr(cfg, "loss", None) is not None \
-                    and cfg.loss.type != "contrastive":
-                pass  # recall@K over the batch is meaningful for labelled pairs too
 
 
 def check_squash(ctx: Context) -> None:

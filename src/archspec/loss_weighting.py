@@ -23,8 +23,6 @@ import torch
 
 from .errors import TrainingError
 
-REGRESSION_LOSSES = ("mse", "huber")
-
 
 class LossWeighting:
     """``fixed`` weighting, and the interface of the learned ones.
@@ -362,7 +360,7 @@ def make_weighting(cfg, model, loss_fn, world: int = 1) -> LossWeighting:
                             "process would learn its own weights) — train on one process, or use fixed weights")
     device = next((p.device for p in model.parameters()), None)
     if cfg.type == "uncertainty":
-        regression = [model.node_configs[n].loss.type in REGRESSION_LOSSES for n, *_ in loss_fn.terms]
+        regression = ["regression" in getattr(model.node_configs[n].loss, "applies_to", ()) for n, *_ in loss_fn.terms]
         return UncertaintyWeighting(loss_fn, cfg.init_log_variance, regression, device)
     if cfg.type == "gradnorm":
         _, _, layer = last_shared_layer(model, cfg.layer)
