@@ -232,6 +232,16 @@ def check_loss_weighting(ctx: Context) -> None:
         ctx.report("E-LOSS-WEIGHTING", path, f"`{lw.type}` weights several losses against each other, but the "
                    f"spec has {len(preds)} loss" + ("" if len(preds) == 1 else "es") + " with a weight above 0",
                    "remove `loss_weighting` (fixed weights), or add heads with losses")
+    elif lw.type == "gradnorm" and lw.layer is not None and lw.layer not in shared_nodes(ctx.graph):
+        shared = shared_nodes(ctx.graph)
+        where = ("training", "loss_weighting", "layer")
+        if lw.layer not in ctx.graph.nodes:
+            ctx.report("E-REF", where, f"unknown node '{lw.layer}'",
+                       did_you_mean(lw.layer, shared or ctx.graph.nodes) or "name a node every loss reads")
+        else:
+            ctx.report("E-LOSS-WEIGHTING", where, f"'{lw.layer}' is not read by every loss ({', '.join(preds)}), "
+                       "or has no trainable layer of its own to share",
+                       "choose one of: " + ", ".join(shared) if shared else "leave `layer` out")
     elif lw.type == "gradnorm" and not shared_nodes(ctx.graph):
         ctx.report("E-LOSS-WEIGHTING", path, "gradnorm balances gradient norms on the last layer every loss "
                    f"trains, but the losses ({', '.join(preds)}) share no trainable encoder or fusion",

@@ -151,6 +151,9 @@ class GradNormWeightingConfig(StrictModel):
     """Restoring force toward equal training rates (the paper's α; 0 = equal gradient norms)."""
     lr: PositiveFloat = 0.025
     """Learning rate of the weights (their own Adam optimizer)."""
+    layer: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+    """The node whose last layer GradNorm watches; default: the last node every loss reads (from the
+    graph). It must be a node every loss reads."""
 
 
 class DWAWeightingConfig(StrictModel):
