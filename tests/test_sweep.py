@@ -117,8 +117,8 @@ def test_set_path_fills_missing_mappings_from_the_resolved_spec():
 # --- running sweeps ----------------------------------------------------------------------------
 
 @pytest.mark.integration
-def test_sweep_resumes_after_sigkill_and_best_spec_reproduces(tmp_path):
-    spec, sweep = _project(tmp_path, FOUR, epochs=4)
+def test_sweep_resumes_after_sigkill_and_best_spec_reproduces(tmp_path, capsys):
+    spec, sweep = _project(tmp_path, FOUR, epochs=3)
     out = tmp_path / "sw"
     proc = _cli("sweep", str(spec), "--config", str(sweep), "--out", str(out))
     S = optuna.trial.TrialState
@@ -155,12 +155,14 @@ def test_sweep_resumes_after_sigkill_and_best_spec_reproduces(tmp_path):
     killed = [t for t in trials if t.state == S.FAIL]
     assert all("error" not in t.user_attrs for t in killed)
     for t in killed:  # a killed trial's parameters ran again
-        assert any(c.user_attrs.get("retry_of") == t.number and c.params == t.params for c in complete)
+        assert any(c.user_attrs.get("retry_of") == t.number and t.params.items() <= c.params.items()
+                   for c in complete)
     assert "best: trial" in r.stdout
 
-    show = subprocess.run([PY, "-m", "archspec", "sweep", "--show", str(out)], env=ENV, capture_output=True,
-                          text=True, timeout=120)
-    assert show.returncode == 0 and "4 complete" in show.stdout, show.stdout + show.stderr
+    from archspec.cli import main
+
+    assert main(["sweep", "--show", str(out)]) == 0
+    assert "4 complete" in capsys.readouterr().out
     best = _study(out).best_trial
     assert check_file(out / "best_spec.yaml").ok()
     from archspec.sweep import _metric_values
@@ -217,7 +219,7 @@ def test_pruning_stops_a_bad_configuration_early(tmp_path):
 
 @pytest.mark.integration
 def test_two_workers_share_one_sqlite_study(tmp_path):
-    spec, sweep = _project(tmp_path, FOUR, epochs=2)
+    spec, sweep = _project(tmp_path, FOUR, epochs=1)
     args = ["sweep", str(spec), "--config", str(sweep), "--out", str(tmp_path / "sw")]
     first = _cli(*args)
     time.sleep(1.0)  # let the first worker create the directory
@@ -229,7 +231,7 @@ def test_two_workers_share_one_sqlite_study(tmp_path):
     assert len(trials) == 4
     for t in trials:  # each trial trained exactly once, in its own run directory
         run = Path(t.user_attrs["run_dir"])
-        assert len((run / "metrics.jsonl").read_text().splitlines()) == 2
+        assert len((run / "metrics.jsonl").read_text().splitlines()) == 1
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "specs" / "sweeps").glob("*.yaml")), ids=lambda p: p.stem)

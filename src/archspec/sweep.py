@@ -387,10 +387,10 @@ def _dump(data) -> str:
 # path fields of a spec that are relative to the spec's folder: made absolute in trial specs, which
 # live in the sweep directory
 def absolutize_paths(data: dict, base_dir: Path) -> dict:
-    def fix(v):
+    def fix(v, always: bool = False):
         if isinstance(v, str) and v and not Path(v).expanduser().is_absolute():
             p = base_dir / Path(v).expanduser()
-            if p.exists() or v.startswith((".", "~")):
+            if always or p.exists() or v.startswith((".", "~")):  # a model name may be a hub name
                 return str(p.resolve())
         return v
 
@@ -398,7 +398,7 @@ def absolutize_paths(data: dict, base_dir: Path) -> dict:
     if isinstance(tdata, dict):
         for k in ("train", "validation", "test"):
             if k in tdata:
-                tdata[k] = fix(tdata[k])
+                tdata[k] = fix(tdata[k], always=True)
     for section in ("inputs", "encoders"):
         nodes = data.get(section)
         if not isinstance(nodes, dict):
@@ -469,21 +469,37 @@ def _counted(trials, optuna) -> int:
                or (t.state == S.FAIL and "error" in t.user_attrs))
 
 
+_ORPHAN_S = 10.0
+
+
 def _recover_dead_local(study, optuna, log) -> None:
     """Fail and re-queue RUNNING trials of dead worker processes on this host (a SIGKILLed sweep),
     without waiting for the heartbeat's grace period."""
+    import datetime
+    import time
+
     S = optuna.trial.TrialState
     host = socket.gethostname()
     for t in study.get_trials(deepcopy=False, states=(S.RUNNING,)):
-        if t.user_attrs.get("host") != host or not t.user_attrs.get("pid"):
-            continue
-        try:
-            os.kill(int(t.user_attrs["pid"]), 0)
-            continue  # still alive: another local worker
-        except ProcessLookupError:
-            pass
-        except PermissionError:
-            continue
+        if "pid" not in t.user_attrs:
+            # A worker writes its host and pid right after Optuna creates the trial; a trial still
+            # without them a few seconds later lost its worker in between.
+            age = (datetime.datetime.now() - t.datetime_start).total_seconds() if t.datetime_start else 60
+            if age < _ORPHAN_S:
+                time.sleep(_ORPHAN_S - age)
+            t = study._storage.get_trial(t._trial_id)
+            if t.state != S.RUNNING or "pid" in t.user_attrs:
+                continue
+        elif t.user_attrs.get("host") != host:
+            continue  # another machine's worker: the storage's heartbeat decides
+        else:
+            try:
+                os.kill(int(t.user_attrs["pid"]), 0)
+                continue  # still alive: another local worker
+            except ProcessLookupError:
+                pass
+            except PermissionError:
+                continue
         if study._storage.set_trial_state_values(t._trial_id, S.FAIL):
             log(f"trial {t.number} was interrupted (its worker died); its parameters are queued again")
             _requeue(study, t)
@@ -721,6 +737,8 @@ def run_sweep(spec_path=None, config=None, *, out=None, resume=None, storage=Non
     base_dir = Path(meta["base_dir"])
     sw.trials_dir.mkdir(parents=True, exist_ok=True)
 
+    S = optuna.trial.TrialState
+
     def objective(trial):
         if _counted([t for t in study.get_trials(deepcopy=False) if t.number < trial.number], optuna) >= n_total:
             trial.set_user_attr("surplus", True)  # another worker took the last trial meanwhile
@@ -752,12 +770,22 @@ def run_sweep(spec_path=None, config=None, *, out=None, resume=None, storage=Non
         try:
             fit(str(run_dir / "spec.yaml"), out=str(run_dir), progress=False, track=tr,
                 log=lambda *a, **k: log(f"  [trial {trial.number}]", *a, **k))
+        except KeyboardInterrupt:  # Ctrl-C: this trial fails uncounted; its parameters run first on resume
+            from .tracking import abort_active
+
+            abort_active("KILLED")
+            study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
+            raise
         except ArchspecError as exc:
             from .tracking import abort_active
 
             abort_active("FAILED")
             trial.set_user_attr("error", f"{type(exc).__name__}: {exc}")
             log(f"trial {trial.number} failed: {exc}")
+            from .errors import DataError
+
+            if isinstance(exc, DataError) and not study.get_trials(deepcopy=False, states=(S.COMPLETE,)):
+                raise  # the data is wrong for every trial: stop the sweep (exit 3) instead of failing them all
             raise _TrialFailed(str(exc)) from None
         values = _metric_values(run_dir, cfg.metric)
         value = best_value(values, direction)
@@ -772,7 +800,6 @@ def run_sweep(spec_path=None, config=None, *, out=None, resume=None, storage=Non
         log(f"trial {trial.number}: {cfg.metric} = {value:.6g}")
         return value
 
-    S = optuna.trial.TrialState
     while _counted([t for t in study.get_trials(deepcopy=False) if t.state != S.WAITING], optuna) < n_total:
         study.optimize(objective, n_trials=1, catch=(_TrialFailed,), gc_after_trial=False)
     _finish_parent(parent)
