@@ -500,7 +500,11 @@ def _recover_dead_local(study, optuna, log) -> None:
                 pass
             except PermissionError:
                 continue
-        if study._storage.set_trial_state_values(t._trial_id, S.FAIL):
+        try:
+            failed = study._storage.set_trial_state_values(t._trial_id, S.FAIL)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue  # another worker recovered it first
+        if failed:
             log(f"trial {t.number} was interrupted (its worker died); its parameters are queued again")
             _requeue(study, t)
 
