@@ -16,12 +16,14 @@ import torch
 from archspec.build import _same
 from archspec.errors import ERROR
 from archspec.nn.heads import Similarity
+import archspec.data.text  # noqa: F401  (registers the tokenizer builders)
+import archspec.optim  # noqa: F401  (registers the optimizer and schedule builders)
 from archspec.registry import REGISTRIES
 from archspec.shapes import FEATURES, IMAGE, INDEX, LOGITS, PROBS, SCORE, SEQUENCE, TOKENS, Shape
 from archspec.spec import node_adapter
 from archspec.spec.backbones import BACKBONE_WIDTHS, FIXED_SIZE
 
-KINDS = ("encoder", "fusion", "head", "loss")
+KINDS = ("encoder", "fusion", "head", "loss", "optimizer", "schedule", "tokenizer")
 SECTION = {"encoder": "encoders", "fusion": "fusions", "head": "heads"}
 B = 2
 VOCAB = 50
@@ -61,6 +63,9 @@ class BuildCtx:
 
     def prediction_kind(self, name):
         return self.nodes[name].kind
+
+    def prediction_threshold(self, name):
+        return self.nodes[name].decision_threshold
 
     def resolve_path(self, p):
         return Path(p)

@@ -254,3 +254,16 @@ def test_cnn_patches_are_the_feature_map_row_by_row():
     fmap = cnn.features(img)  # (2, 6, 6, 5)
     patches = cnn(img)
     assert torch.equal(patches[:, 7], fmap[:, :, 1, 2])  # patch 7 = row 1, column 2
+
+
+def test_the_graph_picture_labels_each_task_edge_and_the_shapes_name_the_task_outputs():
+    from archspec.diagram import dot, mermaid
+    from archspec.pipeline import check_text
+
+    checked = check_text(MMOE_SPEC)
+    assert checked.shapes["moe"].dims == (2, WIDTH) and checked.shapes["moe"].kind == "tasks"
+    assert checked.shapes["moe.kind"].dims == (WIDTH,) and checked.shapes["moe.kind"].kind == "features"
+    assert checked.graph.sources("kind") == ["moe.kind"]
+    text = mermaid(checked)
+    assert "n_moe -->|kind| n_kind" in text and "n_moe -->|score| n_score" in text
+    assert 'label="score"' in dot(checked)

@@ -8,7 +8,6 @@ downstream builder sizes its layers from it.
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -48,8 +47,11 @@ class BuildContext:
         if input_name in self.vocab:
             return self.vocab[input_name]
         tok = self.node(input_name).tokenizer
-        if tok.type == "wordpiece":
+        if isinstance(getattr(tok, "vocab_size", None), int):
             return tok.vocab_size
+        if tok.type != "pretrained":
+            raise BuildError(f"input '{input_name}': the vocabulary of a `{tok.type}` tokenizer is known only once "
+                             "it is fitted on data — train the spec, or give the encoder a `vocab_size`")
         try:
             from transformers import AutoTokenizer
 
@@ -63,6 +65,11 @@ class BuildContext:
         from .graph import prediction_kind
 
         return prediction_kind(self.graph, name)
+
+    def prediction_threshold(self, name: str) -> float | None:
+        from .graph import prediction_threshold
+
+        return prediction_threshold(self.graph, name)
 
 
 def _vocab_sizes(checked: Checked, preprocessor) -> dict:

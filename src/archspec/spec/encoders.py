@@ -11,7 +11,7 @@ from ..registry import register_config
 from ..shapes import FEATURES, IMAGE, INDEX, SEQUENCE, TOKENS, Shape
 from . import hf
 from .backbones import BACKBONE_WIDTHS, FIXED_SIZE
-from .base import Activation, Layers, Name, Node, Norm, PositiveInt
+from .base import Activation, Layers, Name, Node, PositiveInt
 
 FEATURE_KINDS = frozenset({FEATURES})
 
@@ -98,6 +98,7 @@ class CNNEncoderConfig(EncoderNode):
     kernel_size: Annotated[int, Field(gt=0, le=15, strict=True)] = 3
     """Square kernel size (odd sizes keep the spatial size before pooling)."""
     activation: Activation = "relu"
+    """Activation of each conv stage (after its normalisation)."""
     norm: Literal["none", "batch_norm"] = "batch_norm"
     """Normalisation after each convolution."""
     global_pool: Literal["avg", "max", "none"] = "avg"
