@@ -27,7 +27,8 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import Field, ValidationError, model_validator
 
-from .errors import ERROR, WARNING, ArchspecError, Diagnostic, SpecError, did_you_mean, format_path
+from .errors import (EXIT_CHECKPOINT, ERROR, WARNING, ArchspecError, Diagnostic, SpecError, did_you_mean,
+                     format_path)
 from .spec.base import StrictModel
 
 SWEEP_SCHEMA_ID = "https://archspec.dev/schema/v1/sweep.schema.json"
@@ -36,6 +37,8 @@ Number = Annotated[float, Field(allow_inf_nan=False)]
 
 class SweepError(ArchspecError):
     """A sweep directory or storage cannot be used (the sweep file's own mistakes are SpecErrors)."""
+
+    exit_code = EXIT_CHECKPOINT
 
 
 # --- the sweep file's language -------------------------------------------------------------------
@@ -208,7 +211,11 @@ def load_sweep(path) -> tuple[SweepConfig, Any, Any]:
     from .load import load_file
     from .pydantic_errors import to_diagnostics
 
-    data, smap = load_file(path)
+    try:
+        data, smap = load_file(path)
+    except SpecError as exc:  # the loader speaks of spec files
+        raise SpecError([Diagnostic(d.code, d.severity, d.path, d.message.replace("spec file", "sweep file"),
+                                    d.hint, d.file, d.line, d.col) for d in exc.diagnostics]) from None
     if not isinstance(data, dict):
         line, col = smap.locate(())
         raise SpecError([Diagnostic("E-YAML-DOC", ERROR, (), "a sweep file is a mapping at the top level",
