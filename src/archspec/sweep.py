@@ -764,14 +764,14 @@ def run_sweep(spec_path=None, config=None, *, out=None, resume=None, storage=Non
         text = trial_spec_text(raw, params, base_dir, defaults=defaults)
         from .pipeline import check_text
 
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "spec.yaml").write_text(text)  # kept for an invalid trial too: its diagnostics point here
         res = check_text(text, str(run_dir / "spec.yaml"), base_dir=base_dir)
         if res.errors:
             d = _locate_trial_errors(res.errors, params, smap)
             log(d.render())
             trial.set_user_attr("error", d.render())
             raise _TrialFailed(d.message)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "spec.yaml").write_text(text)
         pruning = _Pruning(trial, cfg.metric, direction)
         from .train import fit
 
@@ -904,6 +904,9 @@ def show_sweep(root, *, storage: str | None = None, write: bool = True) -> str:
             counts[t.state.name.lower()] = counts.get(t.state.name.lower(), 0) + 1
     lines.append(", ".join(f"{v} {k}" for k, v in sorted(counts.items())) + " (* = last value of a pruned trial)"
                  if any(t.state.name == "PRUNED" for t in trials) else ", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
+    for t in trials:
+        if t.state.name == "FAIL" and "error" in t.user_attrs:
+            lines.append(f"trial {t.number} failed: {t.user_attrs['error']}")
     try:
         best = study.best_trial
     except ValueError:
