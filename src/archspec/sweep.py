@@ -739,7 +739,7 @@ def run_sweep(spec_path=None, config=None, *, out=None, resume=None, storage=Non
     study.set_metric_names([cfg.metric])
     if cfg.first_trials and not study.get_trials(deepcopy=False):
         for first in cfg.first_trials:
-            study.enqueue_trial({k: _encode(cfg.params[k], v) for k, v in first.items()})
+            study.enqueue_trial({k: _encode(cfg.params[k], v) for k, v in first.items()}, skip_if_exists=True)
     _recover_dead_local(study, optuna, log)
     parent = _mlflow_parent(study, sw, cfg, track, tracking_uri, meta)
     n_total = cfg.trials
