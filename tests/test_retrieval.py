@@ -272,3 +272,28 @@ def test_catalogue_metrics_rank_among_every_item(trained, capsys):
     score = counts + np.random.default_rng(0).random(N_ITEMS) * 1e-3
     base_rank = (score[None, :] > score[pos][:, None]).sum(1)
     assert payload["baseline"]["match/catalogue_recall@10"] == pytest.approx(rt.rank_metrics(base_rank, [10])["recall@10"])
+
+
+@pytest.mark.parametrize("order", ["faiss,torch", "torch,faiss"])
+def test_faiss_and_torch_load_together_in_either_order(order):
+    """faiss and torch each bring an OpenMP runtime; both orders must import and compute."""
+    import subprocess
+
+    pytest.importorskip("faiss")
+    first, second = order.split(",")
+    code = (f"import {first}, {second}, numpy as np\n"
+            "faiss.omp_set_num_threads(1); torch.set_num_threads(1)\n"
+            "x = np.random.default_rng(0).random((50, 8), dtype=np.float32)\n"
+            "ix = faiss.IndexFlatIP(8); ix.add(x); d, i = ix.search(x[:3], 2)\n"
+            "print(float(torch.ones(4, 4).matmul(torch.ones(4, 4)).sum()), i.shape)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split()[0] == "64.0"
+
+
+def test_importing_retrieval_does_not_import_faiss():
+    import subprocess
+
+    code = "import sys, archspec.retrieval, archspec.cli; assert 'faiss' not in sys.modules; print('ok')"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.stdout.strip() == "ok", proc.stderr[-2000:]
