@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[torch,data,plot,test,demo,retrieval,serving]'
+	$(PY) -m pip install --quiet -e '.[torch,data,plot,test,demo,retrieval,serving,sweep,track,serve]'
 	touch $(STAMP)
 
 install: $(STAMP)

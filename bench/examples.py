@@ -47,6 +47,10 @@ EXAMPLES = {
     "early_fusion": ("digits_topics", ["label/accuracy"]),
     "hybrid_fusion": ("digits_views", ["label/accuracy", "statement_head/accuracy", "digit_head/accuracy"]),
     "multilabel_early_fusion": ("digits_topics_wine", ["tags/f1_micro", "tags/binary_accuracy"]),
+    **{f"movie_multitask_{m}": ("movies", ["genres/f1_micro", "reception/accuracy", "decade/accuracy", "reviews/mae"])
+       for m in ("uncertainty", "gradnorm", "dwa")},
+    "movie_mmoe": ("movies", ["genres/f1_micro", "reception/accuracy", "decade/accuracy", "reviews/mae"]),
+    "cross_attention": ("digits_topics", ["label/accuracy"]),
 }
 
 #: further `archspec evaluate` options per spec (full-catalogue retrieval metrics, docs/retrieval.md)

@@ -16,12 +16,14 @@ import torch
 from archspec.build import _same
 from archspec.errors import ERROR
 from archspec.nn.heads import Similarity
+import archspec.data.text  # noqa: F401  (registers the tokenizer builders)
+import archspec.optim  # noqa: F401  (registers the optimizer and schedule builders)
 from archspec.registry import REGISTRIES
-from archspec.shapes import FEATURES, IMAGE, INDEX, LOGITS, PROBS, SCORE, TOKENS, Shape
+from archspec.shapes import FEATURES, IMAGE, INDEX, LOGITS, PROBS, SCORE, SEQUENCE, TOKENS, Shape
 from archspec.spec import node_adapter
 from archspec.spec.backbones import BACKBONE_WIDTHS, FIXED_SIZE
 
-KINDS = ("encoder", "fusion", "head", "loss")
+KINDS = ("encoder", "fusion", "head", "loss", "optimizer", "schedule", "tokenizer")
 SECTION = {"encoder": "encoders", "fusion": "fusions", "head": "heads"}
 B = 2
 VOCAB = 50
@@ -62,6 +64,9 @@ class BuildCtx:
     def prediction_kind(self, name):
         return self.nodes[name].kind
 
+    def prediction_threshold(self, name):
+        return self.nodes[name].decision_threshold
+
     def resolve_path(self, p):
         return Path(p)
 
@@ -77,6 +82,10 @@ def example(shape: Shape, g: torch.Generator) -> list[torch.Tensor]:
         return [torch.randint(0, CARDINALITY, dims, generator=g)]
     if shape.kind == PROBS:
         return [torch.softmax(torch.randn(dims, generator=g), -1)]
+    if shape.kind == SEQUENCE:  # vectors per position, with a padding mask
+        mask = torch.ones(dims[:2], dtype=torch.long)
+        mask[0, -2:] = 0
+        return [torch.randn(dims, generator=g), mask]
     if shape.kind == IMAGE:
         return [torch.rand(dims, generator=g)]
     return [torch.randn(dims, generator=g)]
@@ -86,6 +95,7 @@ TINY_BERT = {"model_type": "bert", "vocab_size": VOCAB, "hidden_size": 32, "num_
              "num_attention_heads": 2, "intermediate_size": 64, "max_position_embeddings": 16}
 F5, F3 = Shape(FEATURES, (5,)), Shape(FEATURES, (3,))
 T8 = Shape(TOKENS, (8,), "int64")
+S6x4, S5x6 = Shape(SEQUENCE, (6, 4)), Shape(SEQUENCE, (5, 6))
 
 
 def member(kind: str, name: str, **extra):
@@ -117,11 +127,16 @@ CASES = {
     "encoder/embedding_bag/max": ({"type": "embedding_bag", "input": "x", "dim": 6, "pooling": "max"}, [T8], None),
     "encoder/embedding_bag/sum-vocab": ({"type": "embedding_bag", "input": "x", "dim": 6, "pooling": "sum",
                                          "vocab_size": 70}, [T8], None),
+    "encoder/embedding_bag/sequence": ({"type": "embedding_bag", "input": "x", "dim": 6, "pooling": "none"}, [T8], None),
+    "encoder/cnn/patches": ({"type": "cnn", "input": "x", "channels": [4, 8, 6], "global_pool": "none"},
+                            [Shape(IMAGE, (3, 17, 12))], None),
+    "encoder/cnn/patches-even-kernel": ({"type": "cnn", "input": "x", "channels": [4, 6], "kernel_size": 4,
+                                         "global_pool": "none"}, [Shape(IMAGE, (1, 9, 10))], None),
     "encoder/cnn/basic": ({"type": "cnn", "input": "x", "channels": [4, 8]}, [Shape(IMAGE, (3, 16, 16))], None),
     "encoder/cnn/gray-maxpool-nonorm": ({"type": "cnn", "input": "x", "channels": [4, 4, 8], "kernel_size": 5,
                                          "norm": "none", "global_pool": "max"}, [Shape(IMAGE, (1, 12, 20))], None),
     **{f"encoder/transformer/bert-{p}": ({"type": "transformer", "input": "x", "config": TINY_BERT, "pooling": p},
-                                         [T8], None) for p in ("cls", "mean", "max", "pooler")},
+                                         [T8], None) for p in ("cls", "mean", "max", "pooler", "none")},
     "encoder/transformer/distilbert": ({"type": "transformer", "input": "x", "pooling": "mean", "config": {
         "model_type": "distilbert", "vocab_size": VOCAB, "dim": 32, "n_layers": 1, "n_heads": 2,
         "hidden_dim": 64}}, [T8], None),
@@ -144,6 +159,19 @@ CASES = {
     "fusion/late/of-probabilities": ({"type": "late", "inputs": ["a", "b"]},
                                      [Shape(PROBS, (4,)), Shape(LOGITS, (4,))],
                                      {"a": member("multiclass", "a"), "b": member("multiclass", "b")}),
+    "fusion/mmoe/basic": ({"type": "mmoe", "inputs": ["a"], "tasks": ["t1", "t2"], "experts": 3,
+                           "expert_layers": [6]}, [F5], None),
+    "fusion/mmoe/ple-two-levels": ({"type": "mmoe", "inputs": ["a", "b"], "tasks": ["t1", "t2", "t3"], "experts": 2,
+                                    "task_experts": 1, "levels": 2, "expert_layers": [8, 4], "dropout": 0.1,
+                                    "activation": "gelu"}, [F5, F3], None),
+    "fusion/cross_attention/basic": ({"type": "cross_attention", "query": "q", "context": "c", "heads": 2},
+                                     [S6x4, S5x6], None),
+    "fusion/cross_attention/bidirectional-dim-ff": ({"type": "cross_attention", "query": "q", "context": "c",
+                                                     "heads": 2, "layers": 2, "dim": 8, "feedforward": 16,
+                                                     "bidirectional": True, "pooling": "max", "dropout": 0.1},
+                                                    [S6x4, S5x6], None),
+    "fusion/cross_attention/first": ({"type": "cross_attention", "query": "q", "context": "c", "heads": 3,
+                                      "pooling": "first", "bidirectional": True}, [Shape(SEQUENCE, (4, 6)), S5x6], None),
     # heads
     "head/multiclass/basic": ({"type": "multiclass", "from": "x", "classes": 3}, [F5], None),
     "head/multiclass/hidden-named": ({"type": "multiclass", "from": "x", "classes": ["a", "b"], "layers": [8],
@@ -213,6 +241,8 @@ def test_component_output_matches_inferred_shape(case):
     if type_ == "torchvision":  # the checker's BACKBONE_WIDTHS row is the real feature width
         assert tuple(out.shape) == (B, BACKBONE_WIDTHS[raw["model"]])
         assert FIXED_SIZE.get(raw["model"], in_shapes[0].dims[1]) == in_shapes[0].dims[1]
+    if hasattr(cfg, "static_params"):  # the torch-free count (archspec params) equals the module's
+        assert cfg.static_params(in_shapes) == sum(p.numel() for p in module.parameters())
     if inferred.kind == PROBS:
         assert bool(((out >= 0) & (out <= 1 + 1e-6)).all())
     if inferred.kind == SCORE and inferred.range is not None and getattr(cfg, "temperature", 1) is None:

@@ -220,8 +220,9 @@ def test_errors_are_clear(trained, tmp_path, capsys):
     assert main(["retrieve", str(run), "--index", str(tmp_path / "nowhere"), "--data", str(bad),
                  "--out", str(tmp_path / "x.csv")]) == 4
     assert "is not an index directory" in capsys.readouterr().err
-    assert main(["embed", str(run), "--data", str(bad), "--tower", "query", "--out", str(tmp_path / "x.txt")]) == 4
-    assert "write embeddings to a .parquet or .npy file" in capsys.readouterr().err
+    # an unknown output format is a usage error, found before any work (output_paths.check_output_path)
+    assert main(["embed", str(run), "--data", str(bad), "--tower", "query", "--out", str(tmp_path / "x.txt")]) == 2
+    assert "extension '.txt' — the format follows the extension: use .parquet, .npy" in capsys.readouterr().err
 
 
 def test_index_of_another_run_is_refused(trained, tmp_path, capsys):

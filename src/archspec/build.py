@@ -8,7 +8,6 @@ downstream builder sizes its layers from it.
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -17,7 +16,7 @@ from . import nn as _nn  # noqa: F401  (registers the builders)
 from .errors import BuildError, ShapeError
 from .pipeline import Checked, load_spec
 from .registry import REGISTRIES, SECTION_KINDS, load_plugins
-from .shapes import TOKENS, Shape
+from .shapes import FEATURES, SEQUENCE, TOKENS, Shape
 
 
 class BuildContext:
@@ -48,8 +47,11 @@ class BuildContext:
         if input_name in self.vocab:
             return self.vocab[input_name]
         tok = self.node(input_name).tokenizer
-        if tok.type == "wordpiece":
+        if isinstance(getattr(tok, "vocab_size", None), int):
             return tok.vocab_size
+        if tok.type != "pretrained":
+            raise BuildError(f"input '{input_name}': the vocabulary of a `{tok.type}` tokenizer is known only once "
+                             "it is fitted on data — train the spec, or give the encoder a `vocab_size`")
         try:
             from transformers import AutoTokenizer
 
@@ -63,6 +65,11 @@ class BuildContext:
         from .graph import prediction_kind
 
         return prediction_kind(self.graph, name)
+
+    def prediction_threshold(self, name: str) -> float | None:
+        from .graph import prediction_threshold
+
+        return prediction_threshold(self.graph, name)
 
 
 def _vocab_sizes(checked: Checked, preprocessor) -> dict:
@@ -144,12 +151,14 @@ def compile_spec(source, *, seed: int | None = None, preprocessor=None, dry_run:
     shapes = dict(inputs)
 
     modules, plan, similarity, frozen = {}, [], {}, []
+    task_keys = {n: tuple(f"{n}.{t}" for t in cfg.task_outputs) for n, cfg in g.nodes.items()
+                 if getattr(cfg, "task_outputs", None)}
     for name in g.order:
         section = g.section[name]
         if section == "inputs":
             continue
         cfg = g.nodes[name]
-        srcs = g.edges[name]
+        srcs = g.sources(name)  # node names, or `node.task` for one task output of an mmoe
         in_shapes = [shapes[s] for s in srcs]
         builder = REGISTRIES[SECTION_KINDS[section]].builders.get(cfg.type)
         if builder is None:
@@ -161,7 +170,7 @@ def compile_spec(source, *, seed: int | None = None, preprocessor=None, dry_run:
         args = []
         for s in srcs:
             args.append(s)
-            if shapes[s].kind == TOKENS:
+            if shapes[s].kind in (TOKENS, SEQUENCE):  # a sequence travels with its padding mask
                 args.append(s + ".mask")
         plan.append((name, section, args))
         modules[name] = module
@@ -185,13 +194,17 @@ def compile_spec(source, *, seed: int | None = None, preprocessor=None, dry_run:
                                  f"the checker inferred {inferred.batch_shape()} — this is a bug in the "
                                  f"'{cfg.type}' component; please report it")
             shapes[name] = Shape(inferred.kind, actual, inferred.dtype, inferred.range)
+            values.update(CompiledModel.derived_values(name, out, args, values, task_keys.get(name, ())))
         else:
             shapes[name] = inferred
+        for task in getattr(cfg, "task_outputs", None) or ():
+            shapes[f"{name}.{task}"] = Shape(FEATURES, shapes[name].dims[1:])
         module.train()
 
     model = CompiledModel(plan, modules, dict(g.section), g.predictions(), similarity, frozen, inputs,
                           dict(g.nodes), shapes)
     model.vocab = probe.vocab
+    model.task_keys = task_keys
     model.checked = checked
     model.train()
     return model

@@ -26,14 +26,21 @@ def _mb(n_params: int) -> float:
     return n_params * BYTES_PER_PARAM / 2**20
 
 
-def summarize(model) -> dict:
+def summarize(model, fitted_from: str | None = None) -> dict:
     """A JSON-able summary of a compiled model: nodes in topological order, and parameter totals.
 
     Each node: ``name``, ``section``, ``type``, ``inputs`` (node names), ``shape`` (``["B", ...]``,
-    as proven by the dry run), ``kind``, ``dtype``, ``trainable`` and ``frozen`` parameter counts.
-    Totals count every parameter once, even when modules share it.
+    as proven by the dry run), ``kind``, ``dtype``, ``trainable`` and ``frozen`` parameter counts,
+    and ``bound``: the count assumes the largest vocabulary a fitted tokenizer may learn.
+    Totals count every parameter once, even when modules share it; ``totals.bound`` says the total
+    is an upper bound (and why, in ``bound_reason``); with ``fitted_from`` (a run whose fitted
+    vocabulary sizes the model was built with) the counts are exact, and ``before_fitting`` is the
+    bound the spec alone gives.
     """
+    from .params import count_params
+
     checked = model.checked
+    static = count_params(checked)
     g = checked.graph
     nodes = []
     for name in g.order:
@@ -43,12 +50,13 @@ def summarize(model) -> dict:
             "name": name,
             "section": g.section[name],
             "type": g.nodes[name].type,
-            "inputs": list(g.edges.get(name, [])),
+            "inputs": g.sources(name),
             "shape": ["B", *shape.dims],
             "kind": shape.kind,
             "dtype": shape.dtype,
             "trainable": trainable,
             "frozen": frozen,
+            "bound": fitted_from is None and name in static.nodes and static.nodes[name].bound,
         })
     params = {id(p): p for p in model.parameters()}.values()
     trainable = sum(p.numel() for p in params if p.requires_grad)
@@ -60,7 +68,11 @@ def summarize(model) -> dict:
         "nodes": nodes,
         "predictions": list(model.predictions),
         "totals": {"params": total, "trainable": trainable, "frozen": total - trainable,
-                   "size_mb": round(_mb(total), 3)},
+                   "size_mb": round(_mb(total), 3),
+                   "bound": fitted_from is None and static.total.bound,
+                   "bound_reason": static.total.depends if static.total.bound else None,
+                   "fitted_from": fitted_from,
+                   "before_fitting": static.total.value if fitted_from and static.total.bound else None},
         "diagnostics": [d.to_dict() for d in checked.diagnostics],
     }
 
@@ -73,15 +85,26 @@ def _rows(summary: dict) -> list[tuple[str, ...]]:
     for n in summary["nodes"]:
         dims = ", ".join("?" if d is None else str(d) for d in n["shape"][1:])
         shape = (f"(B, {dims})" if dims else "(B,)") + f" {n['kind']}"
+        le = "≤ " if n.get("bound") else ""
         rows.append((n["name"], f"{_SINGULAR.get(n['section'], n['section'])}/{n['type']}",
-                     ", ".join(n["inputs"]) or "-", shape, f"{n['trainable']:,}", f"{n['frozen']:,}"))
+                     ", ".join(n["inputs"]) or "-", shape, f"{le * bool(n['trainable'])}{n['trainable']:,}",
+                     f"{le * bool(n['frozen'])}{n['frozen']:,}"))
     return rows
 
 
 def _totals(summary: dict) -> list[str]:
     t = summary["totals"]
-    return [f"Total params:     {t['params']:,} ({_mb(t['params']):.2f} MB)",
-            f"Trainable params: {t['trainable']:,} ({_mb(t['trainable']):.2f} MB)",
+    le = "≤ " if t.get("bound") else ""
+    total = f"Total params:     {le}{t['params']:,} ({_mb(t['params']):.2f} MB)"
+    if t.get("bound"):
+        total += (f" — a bound: {t['bound_reason']}; `--run RUN` counts with a trained run's fitted "
+                  "vocabulary")
+    elif t.get("fitted_from"):
+        total += f" with the fitted vocabulary of {t['fitted_from']}"
+        if t.get("before_fitting") is not None:
+            total += f" (≤ {t['before_fitting']:,} before fitting)"
+    return [total,
+            f"Trainable params: {le if t['trainable'] else ''}{t['trainable']:,} ({_mb(t['trainable']):.2f} MB)",
             f"Frozen params:    {t['frozen']:,} ({_mb(t['frozen']):.2f} MB)",
             f"Predictions:      {', '.join(summary['predictions'])}"]
 
@@ -141,6 +164,16 @@ def _print_invalid(checked, fmt: str) -> None:
               file=sys.stderr)
 
 
+class _FittedSizes:
+    """The vocabulary sizes a run fitted, in the shape ``compile_spec`` asks a preprocessor for them."""
+
+    def __init__(self, sizes: dict):
+        self.sizes = dict(sizes)
+
+    def vocab_size(self, input_name: str) -> int:
+        return self.sizes[input_name]  # KeyError: not a text input of the run (the spec's size is used)
+
+
 def run_build(args) -> int:
     """Run ``archspec build`` (``args`` from the CLI parser); returns the exit code.
 
@@ -153,11 +186,17 @@ def run_build(args) -> int:
     if args.export and not args.out:
         print("archspec build: --export needs --out DIR", file=sys.stderr)
         return EXIT_USAGE
-    trained = pre = None
+    if args.out:
+        from .output_paths import check_output_path, run_inputs
+
+        inputs = run_inputs(args.file) if Path(args.file).is_dir() else {args.file: "the spec file"}
+        check_output_path(args.out, inputs=inputs, directory=True)
+    trained = pre = fitted_from = None
     if Path(args.file).is_dir():  # a run directory: its own spec, trained weights and preprocessing
         from .inference import load_run
 
         trained, pre, checked = load_run(args.file)
+        fitted_from = str(args.file)
     else:
         checked = check_file(args.file)
     if not checked.ok():
@@ -172,9 +211,11 @@ def run_build(args) -> int:
 
         text = render(checked, args.graph)
         if args.out:
+            from .output_paths import writing
+
             path = Path(args.out) / f"{checked.spec.name}{FORMATS[args.graph]}"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text)
+            with writing(path):
+                path.write_text(text)
             print(f"wrote {path}", file=sys.stderr)
         else:
             sys.stdout.write(text)
@@ -183,8 +224,13 @@ def run_build(args) -> int:
 
     from .build import compile_spec
 
-    model = trained if trained is not None else compile_spec(checked)
-    summary = summarize(model)
+    fitted = None
+    if trained is None and getattr(args, "run", None):
+        from .params import fitted_sizes
+
+        fitted, fitted_from = _FittedSizes(fitted_sizes(args.run)), str(args.run)
+    model = trained if trained is not None else compile_spec(checked, preprocessor=fitted)
+    summary = summarize(model, fitted_from)
     show = not args.graph
     if show and args.format == "text":
         if _use_rich():
@@ -194,8 +240,10 @@ def run_build(args) -> int:
         sys.stdout.flush()
     if args.export:
         from .export import export
+        from .output_paths import writing
 
-        result = export(model, args.out, args.export, preprocessor=pre)
+        with writing(Path(args.out) / "."):
+            result = export(model, args.out, args.export, preprocessor=pre)
         summary["exports"] = {"manifest": str(result.manifest_path), "files": [str(p) for p in result.files]}
         if args.format == "text" or not show:
             for p in result.files + [result.manifest_path]:

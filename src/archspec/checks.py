@@ -13,6 +13,7 @@ from .errors import ERROR, WARNING, Diagnostic, did_you_mean
 from .graph import Graph, label_space, prediction_kind, prediction_metrics, unused_nodes
 from .load import SourceMap
 from .shapes import LOGITS, PROBS, infer_shapes
+from .spec.losses import losses_for
 from .spec.metrics import known_metrics, metric_kinds
 
 _SQUASH = {"softmax", "sigmoid"}
@@ -101,7 +102,7 @@ def check_losses(ctx: Context) -> None:
                            "logits", "use `type: cross_entropy`")
                 continue
         else:
-            allowed = cfg.allowed_losses
+            allowed = losses_for(cfg.kind)
             kind = cfg.kind
         if allowed and loss.type not in allowed:
             ctx.report("E-LOSS-KIND", path + ("type",), f"a {kind} prediction cannot use {loss.type} loss",
@@ -135,9 +136,6 @@ def check_metrics(ctx: Context) -> None:
                 ok = sorted(m for m in known_metrics() if kind in (metric_kinds(m.replace('K', '10')) or ()))
                 ctx.report("E-METRIC", path, f"{metric} does not apply to a {kind} prediction",
                            f"use one of {', '.join(ok)}")
-            elif metric.startswith("recall@") and getattr(cfg, "loss", None) is not None \
-                    and cfg.loss.type != "contrastive":
-                pass  # recall@K over the batch is meaningful for labelled pairs too
 
 
 def check_squash(ctx: Context) -> None:
@@ -188,9 +186,17 @@ def check_unused(ctx: Context) -> None:
     g = ctx.graph
     if not g.predictions():
         return  # no heads at all: E-NO-HEADS says so once, rather than every node being "unused"
-    for name in unused_nodes(g):
+    unused = unused_nodes(g)
+    for name in unused:
         ctx.report("W-UNUSED", g.path(name), f"'{name}' is not used by any head",
                    "connect it or remove it", severity=WARNING, key=True)
+    read = {k for n in g.nodes for k in g.sources(n)}
+    for name, cfg in g.nodes.items():
+        for i, task in enumerate(getattr(cfg, "task_outputs", None) or ()):
+            if name not in unused and f"{name}.{task}" not in read:
+                ctx.report("W-UNUSED", g.path(name) + ("tasks", i), f"task output '{name}.{task}' is read by "
+                           "no node: its gate is trained by nothing", f"read it (e.g. a head with `from: "
+                           f"{name}.{task}`) or remove the task", severity=WARNING)
 
 
 def check_training(ctx: Context) -> None:
@@ -213,16 +219,45 @@ def check_training(ctx: Context) -> None:
                    + ("" if near else f", or add '{metric}' to the metrics of '{head}'"))
 
 
+def check_loss_weighting(ctx: Context) -> None:
+    """A learned loss weighting needs several losses; GradNorm also a layer they all train."""
+    from .graph import loss_predictions, shared_nodes
+
+    lw = ctx.spec.training.loss_weighting
+    if lw.type == "fixed":
+        return
+    path = ("training", "loss_weighting", "type")
+    preds = [p for p in loss_predictions(ctx.graph) if ctx.graph.nodes[p].loss.weight > 0]
+    if len(preds) < 2:
+        ctx.report("E-LOSS-WEIGHTING", path, f"`{lw.type}` weights several losses against each other, but the "
+                   f"spec has {len(preds)} loss" + ("" if len(preds) == 1 else "es") + " with a weight above 0",
+                   "remove `loss_weighting` (fixed weights), or add heads with losses")
+    elif lw.type == "gradnorm" and lw.layer is not None and lw.layer not in shared_nodes(ctx.graph):
+        shared = shared_nodes(ctx.graph)
+        where = ("training", "loss_weighting", "layer")
+        if lw.layer not in ctx.graph.nodes:
+            ctx.report("E-REF", where, f"unknown node '{lw.layer}'",
+                       did_you_mean(lw.layer, shared or ctx.graph.nodes) or "name a node every loss reads")
+        else:
+            ctx.report("E-LOSS-WEIGHTING", where, f"'{lw.layer}' is not read by every loss ({', '.join(preds)}), "
+                       "or has no trainable layer of its own to share",
+                       "choose one of: " + ", ".join(shared) if shared else "leave `layer` out")
+    elif lw.type == "gradnorm" and not shared_nodes(ctx.graph):
+        ctx.report("E-LOSS-WEIGHTING", path, "gradnorm balances gradient norms on the last layer every loss "
+                   f"trains, but the losses ({', '.join(preds)}) share no trainable encoder or fusion",
+                   "read the heads from one shared encoder or fusion, or use `type: uncertainty` or `dwa`")
+
+
 RULES = [check_late_labels, check_losses, check_metrics, check_squash, check_tokenizers, check_unused,
-         check_training]
+         check_training, check_loss_weighting]
 
 
 def run_checks(ctx: Context, complete: bool = True) -> None:
     """Shape inference, then every rule (the whole-spec rules only when every node validated)."""
     infer_shapes(ctx)
     for rule in RULES:
-        if rule in (check_unused, check_training) and (not complete or ctx.graph.incomplete):
+        if rule in (check_unused, check_training, check_loss_weighting) and (not complete or ctx.graph.incomplete):
             continue
-        if rule is check_training and ctx.spec.training is None:
+        if rule in (check_training, check_loss_weighting) and ctx.spec.training is None:
             continue
         rule(ctx)

@@ -5,7 +5,8 @@ without building it, and Mermaid needs no system graphviz (GitHub and most Markd
 it). Each node shows its name, its type and its output shape; the node's outline tells its
 section (inputs, encoders, fusions, heads). Edges into a late fusion carry predictions, not
 features, and are drawn dashed; the two edges into a similarity head are labelled ``query`` and
-``candidate``.
+``candidate`` (``query`` and ``context`` into a cross-attention fusion), and an edge out of an
+``mmoe`` node carries the name of the task output it reads.
 """
 
 from __future__ import annotations
@@ -38,10 +39,13 @@ def _edges(checked):
         cfg = g.nodes[name]
         late = g.is_late(name)
         similarity = getattr(cfg, "type", None) == "similarity"
-        for src in g.edges.get(name, []):
-            label = ""
+        ports = g.ports.get(name) or [None] * len(g.edges.get(name, []))
+        for src, port in zip(g.edges.get(name, []), ports):
+            label = port or ""  # the task output of an mmoe this edge carries
             if similarity:
-                label = "query" if src == cfg.query else "candidate"
+                label = "query" if src == cfg.query.split(".")[0] else "candidate"
+            elif getattr(cfg, "type", None) == "cross_attention":
+                label = "query" if src == cfg.query else "context"
             out.append((src, name, label, late))
     return out
 

@@ -45,7 +45,6 @@ INDEX = {
     "dot": {"normalize": None, "metric": "inner_product"},
     "euclidean": {"normalize": None, "metric": "l2"},
 }
-_ACTIVATION = {"multiclass": "softmax", "multilabel": "sigmoid", "binary": "sigmoid"}
 
 
 class ExportError(BuildError):
@@ -290,7 +289,7 @@ def _expects(model, name: str, mask: bool, preprocessor, transforms) -> dict:
 
 
 def _output_specs(model) -> list[dict]:
-    from .graph import label_space, prediction_kind
+    from .graph import label_space, output_activation, prediction_kind, prediction_threshold
 
     checked = getattr(model, "checked", None)
     graph = checked.graph if checked is not None else None
@@ -308,10 +307,10 @@ def _output_specs(model) -> list[dict]:
                 spec["target"] = target
                 if space is not None:
                     spec["labels"] = space[2] if space[2] is not None else space[1]
-                if hasattr(cfg, "threshold"):
-                    spec["threshold"] = cfg.threshold
+                if prediction_threshold(graph, name) is not None:
+                    spec["threshold"] = prediction_threshold(graph, name)
                 if shape.kind == "logits":
-                    spec["activation"] = _ACTIVATION.get(task)
+                    spec["activation"] = output_activation(graph, name)
                 elif shape.kind == "score":
                     spec["activation"] = "sigmoid" if cfg.loss.type == "binary_cross_entropy" else None
                 else:

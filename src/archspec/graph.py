@@ -28,6 +28,8 @@ class Graph:
         section: name → section (`inputs`, `encoders`, `fusions`, `heads`).
         edges: name → names it reads, in order.
         order: topological order (every node after the nodes it reads); cyclic nodes left out.
+        ports: name → for each edge, the task output read (``moe.genre`` reads output ``genre``
+            of node ``moe``), or ``None`` for the node's one output.
     """
 
     nodes: dict = field(default_factory=dict)
@@ -35,6 +37,12 @@ class Graph:
     edges: dict = field(default_factory=dict)
     order: list = field(default_factory=list)
     incomplete: bool = False
+    ports: dict = field(default_factory=dict)
+
+    def sources(self, name: str) -> list[str]:
+        """The value keys ``name`` reads, in order: a node name, or ``node.output`` for one task output."""
+        ports = self.ports.get(name) or [None] * len(self.edges.get(name, []))
+        return [s if p is None else f"{s}.{p}" for s, p in zip(self.edges.get(name, []), ports)]
 
     def path(self, name: str) -> tuple:
         return (self.section[name], name)
@@ -87,9 +95,10 @@ def build_graph(spec, report, broken=frozenset(), partial=False) -> Graph:
 
     for name, cfg in g.nodes.items():
         sec = g.section[name]
-        srcs = []
-        for rel, ref in cfg.references():
+        srcs, ports = [], []
+        for rel, full in cfg.references():
             path = (sec, name) + rel
+            ref, dot, port = full.partition(".")  # `moe.genre`: output `genre` of node `moe`
             if ref in broken:
                 continue
             if ref not in g.nodes:
@@ -125,8 +134,24 @@ def build_graph(spec, report, broken=frozenset(), partial=False) -> Graph:
                     hint = "read an input, encoder or early fusion"
                 report("E-REF-KIND", path, f"`{sec}.{name}` cannot read '{ref}', which is {what}", hint)
                 continue
+            outputs = getattr(g.nodes[ref], "task_outputs", None) or ()
+            if dot and port not in outputs:
+                if outputs:
+                    near = did_you_mean(port, outputs)
+                    report("E-REF-OUTPUT", path, f"'{ref}' has no output '{port}'",
+                           (near + " " if near else "") + "its outputs: " + ", ".join(f"{ref}.{t}" for t in outputs))
+                else:
+                    report("E-REF-OUTPUT", path, f"'{ref}' has a single output, not '{port}'",
+                           f"write `{ref}` (a dotted reference `node.output` reads one task output of an mmoe)")
+                continue
+            if not dot and outputs:
+                report("E-REF-OUTPUT", path, f"'{ref}' gives one output per task ({', '.join(outputs)}): "
+                       "say which one this node reads", f"write e.g. `{ref}.{outputs[0]}`")
+                continue
             srcs.append(ref)
+            ports.append(port if dot else None)
         g.edges[name] = srcs
+        g.ports[name] = ports
         g.incomplete = g.incomplete or len(srcs) != len(cfg.references())
 
     # Kahn's algorithm; whatever is left sits on a cycle.
@@ -179,6 +204,45 @@ def unused_nodes(g: Graph) -> list[str]:
     return [n for n in g.nodes if n not in needed]
 
 
+def loss_predictions(g: Graph) -> list[str]:
+    """Heads and late fusions that carry a loss (the terms of the total loss), in graph order."""
+    return [n for n in g.predictions() if getattr(g.nodes[n], "loss", None) is not None]
+
+
+def ancestors(g: Graph, name: str) -> set:
+    """``name`` and every node it reads, directly or not."""
+    seen, stack = set(), [name]
+    while stack:
+        n = stack.pop()
+        if n in seen:
+            continue
+        seen.add(n)
+        stack.extend(g.edges.get(n, []))
+    return seen
+
+
+def shared_nodes(g: Graph) -> list[str]:
+    """Nodes every loss reads through the same output, that can hold trainable layers, in
+    topological order (the last one holds the "last shared layer" GradNorm watches).
+
+    Inputs (no parameters), frozen encoders and nodes with one output per task (an ``mmoe``: each
+    task reads its own gated mixture) are not shared layers.
+    """
+    preds = [p for p in loss_predictions(g) if getattr(g.nodes[p].loss, "weight", 1) > 0]
+    if not preds:
+        return []
+    common = set.intersection(*(ancestors(g, p) for p in preds))
+    out = []
+    for n in g.order:
+        cfg = g.nodes[n]
+        if n not in common or g.section[n] == "inputs" or getattr(cfg, "trainable", True) is False:
+            continue
+        if getattr(cfg, "task_outputs", None):
+            continue
+        out.append(n)
+    return out
+
+
 def label_space(g: Graph, name: str):
     """``((kind, size, names), target)`` of a prediction node, or ``(None, None)``."""
     # Follow first members down through nested late fusions; a loop (reported as E-CYCLE) ends it.
@@ -215,3 +279,45 @@ def prediction_metrics(g: Graph, name: str) -> list[str]:
     if not names and g.is_late(name) and cfg.inputs and cfg.inputs[0] in g.nodes and cfg.inputs[0] != name:
         return prediction_metrics(g, cfg.inputs[0])
     return names
+
+
+def prediction_threshold(g: Graph, name: str) -> float | None:
+    """Probability above which a multilabel/binary prediction predicts a label: the head's
+    `threshold`; for a late fusion its own `threshold`, else its first member's. ``None`` for
+    other kinds. The one answer used by metrics, ``predict`` and hard votes alike."""
+    seen = set()
+    while name in g.nodes and name not in seen:
+        seen.add(name)
+        cfg = g.nodes[name]
+        if g.is_late(name):
+            if cfg.threshold is not None:
+                return cfg.threshold
+            if not cfg.inputs:
+                return None
+            name = cfg.inputs[0]
+            continue
+        return getattr(cfg, "decision_threshold", None)
+    return None
+
+
+def prediction_target(g: Graph, name: str) -> str | None:
+    """Data column holding a prediction's labels (a late fusion's defaults to its members')."""
+    space, target = label_space(g, name)
+    if target is not None:
+        return target
+    cfg = g.nodes.get(name)
+    return (getattr(cfg, "target", None) or name) if cfg is not None and g.section.get(name) == "heads" else None
+
+
+def output_activation(g: Graph, name: str) -> str | None:
+    """``softmax``/``sigmoid`` that turns a prediction's logits into probabilities (``None`` for values)."""
+    seen = set()
+    while name in g.nodes and name not in seen:
+        seen.add(name)
+        cfg = g.nodes[name]
+        if not g.is_late(name):
+            return getattr(cfg, "output_activation", None)
+        if not cfg.inputs:
+            return None
+        name = cfg.inputs[0]
+    return None

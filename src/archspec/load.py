@@ -338,3 +338,20 @@ def load_file(path) -> tuple[object, SourceMap]:
         raise SpecError([Diagnostic("E-YAML-SYNTAX", ERROR, (), f"not UTF-8 text: byte 0x{raw[exc.start]:02x} "
                                     f"cannot be decoded", "save the file as UTF-8", name, line, col)]) from None
     return load_text(text, name)
+
+
+_SPEC_KEY = re.compile(rb"^archspec[ \t]*:", re.MULTILINE)
+
+
+def is_spec_file(path) -> bool:
+    """Whether a YAML file looks like an archspec spec (a top-level ``archspec:`` key).
+
+    Used by ``validate --only-specs`` so a pre-commit hook on ``*.yaml`` skips other YAML files.
+    A file that cannot be read counts as a spec, so that validate reports why.
+    """
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(MAX_BYTES + 1)
+    except OSError:
+        return True
+    return bool(_SPEC_KEY.search(head))

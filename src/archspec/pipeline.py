@@ -37,6 +37,8 @@ class Checked:
     diagnostics: list = field(default_factory=list)
     base_dir: Path | None = None
     data: object = None
+    smap: SourceMap | None = None
+    """Where every YAML path is in the file (``None`` when the file did not load)."""
 
     @property
     def errors(self) -> list[Diagnostic]:
@@ -57,7 +59,7 @@ class Checked:
 
 
 def _check(data, smap: SourceMap, base_dir: Path | None) -> Checked:
-    out = Checked(file=smap.file, base_dir=base_dir, data=data)
+    out = Checked(file=smap.file, base_dir=base_dir, data=data, smap=smap)
     if not isinstance(data, dict):
         line, col = smap.locate(())
         out.diagnostics.append(Diagnostic("E-YAML-DOC", ERROR, (), "a spec is a mapping of sections at the top "

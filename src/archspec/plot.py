@@ -22,8 +22,18 @@ def read_metrics(run_dir) -> list[dict]:
     return rows
 
 
+def best_epoch(run_dir, rows: list[dict]) -> int | None:
+    """The epoch of the run's ``best`` checkpoint (the one ``evaluate``/``predict`` use), if known."""
+    try:
+        step = json.loads((Path(run_dir) / "checkpoints" / "best.json").read_text()).get("step")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return next((r.get("epoch") for r in reversed(rows) if r.get("step") == step), None)
+
+
 def plot_run(run_dir, out: str | None = None) -> Path:
-    """Draw loss and every validation metric against the epoch; returns the PNG path."""
+    """Draw loss and every validation metric against the epoch, the best epoch marked; returns the
+    image path (PNG unless ``out`` ends in .svg or .pdf)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -34,7 +44,10 @@ def plot_run(run_dir, out: str | None = None) -> Path:
         raise CheckpointError(f"{run_dir}/metrics.jsonl is empty: train at least one epoch first")
     epochs = [r["epoch"] for r in rows]
     metric_keys = sorted({k for r in rows for k in r if k.startswith("val/") and not k.endswith("loss")})
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    weight_keys = sorted({k for r in rows for k in r if k.startswith("weight/")})
+    learned = any(len({r.get(k) for r in rows}) > 1 for k in weight_keys)  # fixed weights: no panel
+    fig, axes = plt.subplots(1, 3 if learned else 2, figsize=(16 if learned else 11, 4))
+    ax1, ax2 = axes[0], axes[1]
     ax1.plot(epochs, [r.get("train_loss") for r in rows], marker="o", label="train loss")
     if any("val/loss" in r for r in rows):
         ax1.plot(epochs, [r.get("val/loss") for r in rows], marker="o", label="validation loss")
@@ -49,9 +62,26 @@ def plot_run(run_dir, out: str | None = None) -> Path:
     ax2.grid(alpha=0.3)
     if metric_keys:
         ax2.legend(fontsize=7, loc="best")
+    if learned:  # effective loss weights per epoch (training.loss_weighting)
+        ax3 = axes[2]
+        for k in weight_keys:
+            ax3.plot(epochs, [r.get(k) for r in rows], marker=".", label=k[len("weight/"):])
+        ax3.set_xlabel("epoch")
+        ax3.set_ylabel("effective loss weight")
+        ax3.grid(alpha=0.3)
+        ax3.legend(fontsize=7, loc="best")
+    best = best_epoch(run_dir, rows)
+    if best is not None:
+        for ax in axes:
+            ax.axvline(best, color="0.4", linestyle="--", linewidth=1)
+        ax1.annotate(f"best (epoch {best})", xy=(best, 1), xycoords=("data", "axes fraction"),
+                     xytext=(3, -12), textcoords="offset points", fontsize=8, color="0.3")
     fig.suptitle(Path(run_dir).name)
     fig.tight_layout()
     path = Path(out) if out else Path(run_dir) / "learning_curves.png"
-    fig.savefig(path, dpi=100)
+    from .output_paths import writing
+
+    with writing(path):
+        fig.savefig(path, dpi=100)
     plt.close(fig)
     return path

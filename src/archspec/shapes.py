@@ -19,6 +19,8 @@ LOGITS = "logits"  # unnormalised class scores (B, C)
 PROBS = "probs"  # probabilities in [0, 1] (B, C)
 SCORE = "score"  # a similarity score (B,)
 VALUES = "values"  # regression outputs (B, D)
+SEQUENCE = "sequence"  # float vectors per position (B, T, D), with a padding mask "<node>.mask" (B, T)
+TASKS = "tasks"  # one feature vector per task (B, K, D): read one task's as "<node>.<task>" (B, D)
 
 
 @dataclass(frozen=True)
@@ -27,7 +29,7 @@ class Shape:
 
     Attributes:
         kind: what the values are (``tokens``, ``image``, ``features``, ``index``, ``logits``,
-            ``probs``, ``score``, ``values``).
+            ``probs``, ``score``, ``values``, ``sequence``, ``tasks``).
         dims: dimensions after the batch; ``None`` marks a dimension deferred to build time.
         dtype: ``float32`` or ``int64``.
         range: for scores, the value range (e.g. ``(-1.0, 1.0)`` for a raw cosine), else ``None``.
@@ -59,22 +61,20 @@ class Shape:
         return {"kind": self.kind, "shape": ["B", *self.dims], "dtype": self.dtype}
 
 
-def features(width) -> Shape:
-    return Shape(FEATURES, (width,))
-
-
 def infer_shapes(ctx) -> None:
     """Shape of every node into ``ctx.shapes``, in topological order; modality mismatches reported on
     the edge (``ctx`` is a :class:`archspec.checks.Context`)."""
     g = ctx.graph
     for name in g.order:
         cfg = g.nodes[name]
-        ins = [ctx.shapes.get(s) for s in g.edges[name]]
+        ins = [ctx.shapes.get(s) for s in g.sources(name)]
         if any(s is None for s in ins) or len(ins) != len(cfg.references()):
             continue  # upstream already broken and reported
         if not _modalities_ok(ctx, name, cfg, ins):
             continue
-        ctx.shapes[name] = cfg.infer(ins, ctx.at(g.path(name)))
+        shape = ctx.shapes[name] = cfg.infer(ins, ctx.at(g.path(name)))
+        for task in getattr(cfg, "task_outputs", None) or ():  # what `node.task` gives: (B, D) features
+            ctx.shapes[f"{name}.{task}"] = Shape(FEATURES, shape.dims[1:])
 
 
 def _modalities_ok(ctx, name: str, cfg, ins: list[Shape]) -> bool:
@@ -87,7 +87,16 @@ def _modalities_ok(ctx, name: str, cfg, ins: list[Shape]) -> bool:
         if g.is_late(name):
             continue  # a member without class probabilities: check_late_labels says so, in its terms
         path = g.path(name) + rel
-        if TOKENS in cfg.accepts and shape.kind == FEATURES:
+        src = g.nodes.get(ref.split(".")[0])
+        if shape.kind == SEQUENCE and FEATURES in cfg.accepts:
+            ctx.report("E-SEQUENCE", path, f"'{ref}' gives a sequence {shape.batch_shape()} (one vector per "
+                       f"position), but {cfg.type} reads one feature vector per example",
+                       f"set {_pool_hint(src)} on '{ref}', or read it with a `cross_attention` fusion")
+        elif SEQUENCE in cfg.accepts and shape.kind == FEATURES and _pool_hint(src, none=True):
+            ctx.report("E-SEQUENCE", path, f"{cfg.type} attends over a sequence, but '{ref}' pools its output "
+                       f"to one vector {shape.batch_shape()}", f"set {_pool_hint(src, none=True)} on '{ref}' "
+                       "to keep one vector per position")
+        elif TOKENS in cfg.accepts and shape.kind == FEATURES:
             ctx.report("E-FLOAT-IDS", path, f"'{ref}' gives float features {shape.batch_shape()}, but "
                        f"{cfg.type} reads token ids", "read a `text` input: it tokenizes and gives int64 ids "
                        "with an attention mask (never feed token ids through a float input)")
@@ -98,3 +107,14 @@ def _modalities_ok(ctx, name: str, cfg, ins: list[Shape]) -> bool:
             ctx.report("E-MODALITY", path, f"{cfg.type} reads {wants}, but '{ref}' gives {shape}",
                        "connect " + " or ".join(fix.get(k, k) for k in sorted(cfg.accepts)))
     return ok
+
+
+def _pool_hint(cfg, none: bool = False) -> str:
+    """The setting that pools (or, ``none``, keeps) the sequence of an encoder that can give one."""
+    kind = getattr(cfg, "type", None)
+    key = {"transformer": "pooling", "embedding_bag": "pooling", "cnn": "global_pool"}.get(kind)
+    if key is None:
+        return "" if none else "pool it upstream"
+    if none:
+        return f"`{key}: none`"
+    return f"`{key}: {'avg' if kind == 'cnn' else 'mean'}`"

@@ -20,7 +20,8 @@ import torch
 
 from . import checkpoint as ckpt
 from .build import compile_loss, compile_spec
-from .errors import CheckpointError, TrainingError
+from .errors import CheckpointError, TrainingError, UsageError
+from .loss_weighting import make_weighting
 from .optim import lr_at, make_optimizer
 from .pipeline import Checked, check_file, check_text
 from .outputs import batches, evaluate_outputs, run_model, take
@@ -144,7 +145,7 @@ def train(spec_path=None, **kwargs) -> Path:
 
 def fit(spec_path=None, *, data: str | None = None, out: str | None = None, resume: str | None = None,
         max_steps: int | None = None, epochs: int | None = None, progress: bool | None = None,
-        plot: bool = False, log=print) -> TrainResult:
+        plot: bool = False, log=print, track: dict | None = None) -> TrainResult:
     """Train a spec and write a run directory.
 
     Args:
@@ -154,6 +155,7 @@ def fit(spec_path=None, *, data: str | None = None, out: str | None = None, resu
         resume: a run directory to continue from its last checkpoint.
         max_steps / epochs: override the spec (e.g. for quick checks).
         progress: live progress bar; default: when stdout is a terminal.
+        track: options of :func:`archspec.tracking.start_tracking` (backends, uri, callbacks, ...).
 
     Returns:
         a :class:`TrainResult`.
@@ -164,6 +166,9 @@ def fit(spec_path=None, *, data: str | None = None, out: str | None = None, resu
     """
     from .data import Preprocessor, preflight, read_table, split_frame
 
+    for option, value in (("epochs", epochs), ("max_steps", max_steps)):
+        if value is not None and (not isinstance(value, int) or value < 1):
+            raise UsageError(f"{option} must be a whole number ≥ 1, not {value!r}")
     rank, world = _dist()
     is_main = rank == 0
     say = log if is_main else (lambda *a, **k: None)
@@ -183,8 +188,8 @@ def fit(spec_path=None, *, data: str | None = None, out: str | None = None, resu
         checked = check_text(run.spec.read_text(), str(run.spec), base_dir=_stored_base(run)).raise_for_errors()
         source = _source(run)
         data = data or source.get("data")  # the run keeps the data and overrides it started with
-        epochs = epochs or source.get("epochs")
-        max_steps = max_steps or source.get("max_steps")
+        epochs = epochs if epochs is not None else source.get("epochs")
+        max_steps = max_steps if max_steps is not None else source.get("max_steps")
     else:
         checked = check_file(spec_path).raise_for_errors()
         name = checked.spec.name
@@ -201,8 +206,8 @@ def fit(spec_path=None, *, data: str | None = None, out: str | None = None, resu
                 "data": str(Path(data).resolve()) if data else None, "epochs": epochs, "max_steps": max_steps})
             run.metrics.unlink(missing_ok=True)
     spec, tcfg = checked.spec, checked.spec.training
-    total_epochs = epochs or tcfg.epochs
-    step_cap = max_steps or tcfg.max_steps
+    total_epochs = epochs if epochs is not None else tcfg.epochs
+    step_cap = max_steps if max_steps is not None else tcfg.max_steps
 
     # --- data: read, check, split, fit preprocessing on the training split only ---------------
     train_file = data or _data_path(checked, tcfg.data.train, "train")
@@ -241,6 +246,9 @@ def fit(spec_path=None, *, data: str | None = None, out: str | None = None, resu
     if world > 1:
         ddp_model = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=False)
     opt = make_optimizer(tcfg.optimizer, model.parameters())
+    weighting = make_weighting(tcfg.loss_weighting, model, loss_fn, world)  # see loss_weighting.py
+    if weighting.parameters():  # learned log-variances train with the model, without weight decay
+        opt.add_param_group({"params": weighting.parameters(), "weight_decay": 0.0})
     n = len(next(iter(x_train.values())))
     per_rank = tcfg.batch_size // world
     if per_rank * world != tcfg.batch_size:
@@ -259,6 +267,7 @@ def fit(spec_path=None, *, data: str | None = None, out: str | None = None, resu
         weights, optim_sd, meta = ckpt.load_state(run.checkpoints, "last")
         model.load_state_dict(weights)
         opt.load_state_dict(optim_sd)
+        weighting.load_state_dict(meta.get("extra", {}).get("loss_weighting"))
         pos = meta["position"]
         step, epoch, start_batch = pos["step"], pos["epoch"], pos["batch"]
         best, bad_epochs, skipped = pos.get("best"), pos.get("bad_epochs", 0), pos.get("skipped", 0)
@@ -274,6 +283,9 @@ def fit(spec_path=None, *, data: str | None = None, out: str | None = None, resu
     if es is not None:
         es_mode = es.mode if es.mode != "auto" else ("min" if es.metric.endswith(("loss", "mae", "rmse", "mse"))
                                                      else "max")
+    from .tracking import start_tracking
+
+    tracker = start_tracking(checked, run.root, resume=resume is not None, enabled=is_main, **(track or {}))
     show = Progress(enabled=(sys.stdout.isatty() if progress is None else progress) and is_main, log=say)
     say(f"training {spec.name}: {n} rows, {batches_per_epoch} batches/epoch, {total_steps} steps, "
         f"{sum(p.numel() for p in model.parameters() if p.requires_grad):,} trainable parameters, "
@@ -284,7 +296,8 @@ def fit(spec_path=None, *, data: str | None = None, out: str | None = None, resu
         if is_main:
             ckpt.save_checkpoint(run.checkpoints, step, model, opt, {
                 "step": step, "epoch": epoch, "batch": start_batch, "best": best,
-                "bad_epochs": bad_epochs, "skipped": skipped}, pointers)
+                "bad_epochs": bad_epochs, "skipped": skipped}, pointers,
+                extra={"loss_weighting": weighting.state_dict()})
 
     stopped_by = None
     lr = tcfg.optimizer.lr
@@ -310,7 +323,7 @@ def fit(spec_path=None, *, data: str | None = None, out: str | None = None, resu
                 targets = {k: v.to(device) for k, v in take(y_train, idx).items()}
                 with _autocast(tcfg, device):
                     outputs = ddp_model(inputs)
-                    total, per_head = loss_fn(outputs, targets, inputs)
+                    total, per_head = weighting(outputs, targets, inputs, train=True)
                 if not torch.isfinite(total):
                     if tcfg.on_nonfinite == "error":
                         raise TrainingError(f"non-finite loss at epoch {epoch + 1}, step {step}: head "
@@ -318,6 +331,7 @@ def fit(spec_path=None, *, data: str | None = None, out: str | None = None, resu
                                             "lower the learning rate, or set `on_nonfinite: skip`")
                     skipped += 1
                     opt.zero_grad(set_to_none=True)
+                    weighting.discard()
                     start_batch = b + 1
                     continue
                 # mean over the micro-batches of this optimizer step (the last group may be short)
@@ -329,11 +343,13 @@ def fit(spec_path=None, *, data: str | None = None, out: str | None = None, resu
                         torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.grad_clip)
                     opt.step()
                     opt.zero_grad(set_to_none=True)
+                    weighting.step()
                     step += 1
                     start_batch = b + 1
                     loss_value = float(total.detach())
                     running = 0.9 * running + 0.1 * loss_value if running else loss_value
                     show.update(b + 1, loss=running, lr=lr)
+                    tracker.step(step, loss_value, lr, per_head)
                     if tcfg.checkpoint_every and step % tcfg.checkpoint_every == 0 and b + 1 < len(all_batches):
                         save()
                     if stop.signal is not None or step >= total_steps:
@@ -348,7 +364,7 @@ def fit(spec_path=None, *, data: str | None = None, out: str | None = None, resu
                 outputs = run_model(model, x_val, max(tcfg.batch_size, 256), device)
                 metrics = evaluate_outputs(model, outputs, {k: v for k, v in y_val.items()}, loss_fn, x_val)
             record = {"epoch": epoch + 1, "step": step, "train_loss": running, "lr": lr,
-                      "time_s": round(time.time() - t0, 3), "skipped_steps": skipped,
+                      "time_s": round(time.time() - t0, 3), "skipped_steps": skipped, **weighting.log(),
                       **{f"val/{k}": v for k, v in metrics.items()}}
             if is_main:
                 with open(run.metrics, "a", encoding="utf-8") as fh:
@@ -362,6 +378,7 @@ def fit(spec_path=None, *, data: str | None = None, out: str | None = None, resu
                 improved = best is None or (current < best - (es.min_delta if es else 0) if mode == "min"
                                             else current > best + (es.min_delta if es else 0))
             if start_batch >= len(all_batches):  # the epoch is complete (not cut short by max_steps)
+                weighting.end_epoch()
                 epoch += 1
                 start_batch = 0
             if improved:
@@ -369,6 +386,9 @@ def fit(spec_path=None, *, data: str | None = None, out: str | None = None, resu
             else:
                 bad_epochs += 1
             save(("last", "best") if improved or best is None else ("last",))
+            if tracker.epoch(record):
+                say(f"stopped by {tracker.stop_reason} after epoch {record['epoch']}")
+                break
             if es is not None and bad_epochs >= es.patience:
                 say(f"early stopping: {es.metric} has not improved for {es.patience} epochs")
                 break
@@ -380,7 +400,8 @@ def fit(spec_path=None, *, data: str | None = None, out: str | None = None, resu
 
         dist.barrier()
     if is_main:
-        show.final_table(run.metrics)
+        show.final_table(run.metrics, best=ckpt.read_pointer(run.checkpoints, "best", missing_ok=True),
+                         metric=es.metric if es is not None else "loss", mode=es_mode or "min")
         if stopped_by:
             say(f"stopped by {stopped_by} at step {step}; resume with: archspec train --resume {run.root}")
         if plot:
@@ -388,6 +409,7 @@ def fit(spec_path=None, *, data: str | None = None, out: str | None = None, resu
 
             say(f"learning curves: {plot_run(run.root)}")
         say(f"run directory: {run.root}")
+    tracker.end(run.root, "KILLED" if stopped_by else "FINISHED")
     if stopped_by:
         raise KeyboardInterrupt
     return TrainResult(run.root, model, step)

@@ -103,7 +103,7 @@ def target_problems(t, df: pd.DataFrame, fitted=None) -> list[Problem]:
         keys, problems = convert.class_keys(series, t.column)
         rows = [(row, [k]) for row, k in zip(series.index, keys) if k is not None]
     else:
-        sets, problems = convert.label_sets(series, t.column)
+        sets, problems = convert.label_sets(series, t.column, t.separator)
         rows = list(zip(series.index, sets))
     where = f"{node}.{field}"
     names = t.names or fitted

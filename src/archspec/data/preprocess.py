@@ -18,12 +18,13 @@ import torch
 
 from ..errors import BuildError, CheckpointError, did_you_mean
 from ..pipeline import load_spec
+from ..registry import REGISTRIES
 from . import convert
 from .columns import INPUT_TYPES, prediction_targets, vector_layout
 from .images import load_images
 from .preflight import missing_columns
 from .problems import Problem, raise_if
-from .text import PretrainedText, WordPieceText, texts_of
+from .text import texts_of
 
 FORMAT = "archspec-preprocessor"
 VERSION = 1
@@ -110,11 +111,8 @@ class Preprocessor:
             state: dict = {"type": cfg.type, "config": _config(cfg)}
             if cfg.type == "text":
                 tok = cfg.tokenizer
-                if tok.type == "wordpiece":
-                    enc = WordPieceText.train(texts_of(train_df[cfg.column]), tok.vocab_size, tok.lowercase,
-                                              tok.min_frequency, cfg.max_length)
-                else:
-                    enc = PretrainedText.from_name(tok.name, checked.base_dir, cfg.max_length, f"inputs.{name}")
+                enc = REGISTRIES["tokenizer"].builders[tok.type].fit(
+                    tok, texts_of(train_df[cfg.column]), cfg.max_length, checked.base_dir, f"inputs.{name}")
                 text[name] = enc
                 state.update(tokenizer=enc.kind, vocab_size=enc.vocab_size, pad_id=enc.pad_id)
             elif cfg.type == "numeric":
@@ -135,7 +133,7 @@ class Preprocessor:
                     if t.kind == "multiclass":
                         keys, _ = convert.class_keys(series, t.column)
                     else:
-                        sets, _ = convert.label_sets(series, t.column)
+                        sets, _ = convert.label_sets(series, t.column, t.separator)
                         keys = [k for s in sets for k in s]
                     field = "classes" if t.kind == "multiclass" else "labels"
                     names, probs = convert.fit_names(keys, t.size, t.names, field, f"heads.{t.source}.{field}",
@@ -226,7 +224,7 @@ class Preprocessor:
                                                        row, t.column))
             return torch.from_numpy(out), probs  # (B,)
         if t.kind == "multilabel":
-            sets, probs = convert.label_sets(series, t.column)
+            sets, probs = convert.label_sets(series, t.column, t.separator)
             index = {k: i for i, k in enumerate(state["names"])}
             out = np.zeros((len(df), t.size), dtype=np.float32)
             for i, (row, labels) in enumerate(zip(series.index, sets)):
@@ -389,7 +387,10 @@ class Preprocessor:
         text = {}
         for name, cfg in spec.inputs.items():
             if cfg.type == "text":
-                loader = WordPieceText if inputs[name].get("tokenizer") == "wordpiece" else PretrainedText
+                loader = REGISTRIES["tokenizer"].builders.get(inputs[name].get("tokenizer"))
+                if loader is None:
+                    raise CheckpointError(f"{path}: input '{name}' was fitted with an unknown tokenizer "
+                                          f"{inputs[name].get('tokenizer')!r} — is the plugin that provides it installed?")
                 text[name] = loader.load(d / TOKENIZER_DIR / name, cfg.max_length)
         return cls(checked, {n: inputs[n] for n in spec.inputs}, {n: targets[n] for n in specs}, text)
 

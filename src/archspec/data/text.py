@@ -1,5 +1,11 @@
 """Text → token ids and attention masks: a WordPiece tokenizer trained on the training text, or a
-pretrained (Hugging Face) tokenizer from a local directory or the local cache. Never downloads."""
+pretrained (Hugging Face) tokenizer from a local directory or the local cache. Never downloads.
+
+Each tokenizer type registers its builder under its spec name (``register_builder("tokenizer", ...)``):
+a class with ``fit(cfg, texts, max_length, base_dir, node)`` (from the training split) and
+``load(directory, max_length)`` (from a run), instances with ``kind``, ``vocab_size``, ``pad_id``,
+``save(directory)`` and ``encode(texts) -> (ids, mask)``.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import BuildError, CheckpointError
+from ..registry import register_builder
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")  # [PAD] is id 0
 
@@ -20,10 +27,15 @@ def texts_of(series) -> list[str]:
     return ["" if is_missing(v) else str(v) for v in series]
 
 
+@register_builder("tokenizer", "wordpiece")
 class WordPieceText:
     """A WordPiece tokenizer (``tokenizers`` library) that adds ``[CLS] … [SEP]`` and pads to ``max_length``."""
 
     kind = "wordpiece"
+
+    @classmethod
+    def fit(cls, cfg, texts: list[str], max_length: int, base_dir, node: str) -> "WordPieceText":
+        return cls.train(texts, cfg.vocab_size, cfg.lowercase, cfg.min_frequency, max_length)
 
     def __init__(self, tokenizer, max_length: int):
         self.tokenizer = tokenizer
@@ -95,10 +107,15 @@ class WordPieceText:
         return ids, mask
 
 
+@register_builder("tokenizer", "pretrained")
 class PretrainedText:
     """A Hugging Face tokenizer (``AutoTokenizer``) loaded without network access."""
 
     kind = "pretrained"
+
+    @classmethod
+    def fit(cls, cfg, texts: list[str], max_length: int, base_dir, node: str) -> "PretrainedText":
+        return cls.from_name(cfg.name, base_dir, max_length, node)
 
     def __init__(self, tokenizer, max_length: int):
         if tokenizer.pad_token is None:

@@ -60,6 +60,8 @@ class EmbeddingBag(nn.Module):
         self.pooling = pooling
 
     def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:  # (B, T), (B, T) -> (B, dim)
+        if self.pooling == "none":
+            return self.embedding(ids)  # (B, T, dim); the mask travels as "<node>.mask"
         return masked_pool(self.embedding(ids), mask, self.pooling)
 
 
@@ -84,9 +86,12 @@ class CNN(nn.Module):
                 stages.append(nn.MaxPool2d(2))
             c = out
         self.features = nn.Sequential(*stages)
+        self.patches = pool == "none"
         self.pool = nn.AdaptiveAvgPool2d(1) if pool == "avg" else nn.AdaptiveMaxPool2d(1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, channels[-1])
+        if self.patches:  # the last feature map as a sequence of patches, row by row
+            return self.features(x).flatten(2).transpose(1, 2)  # (B, H' * W', channels[-1])
         return self.pool(self.features(x)).flatten(1)
 
 
@@ -196,6 +201,8 @@ class HFEncoder(nn.Module):
         if self.pooling == "pooler":
             return out.pooler_output
         hidden = out.last_hidden_state  # (B, T, D)
+        if self.pooling == "none":
+            return hidden
         if self.pooling == "cls":
             return hidden[:, 0]
         return masked_pool(hidden, mask, self.pooling)

@@ -191,15 +191,23 @@ class CompiledLoss:
     def weights(self) -> dict[str, float]:
         return {name: w for name, w, _, _ in self.terms}
 
+    @staticmethod
+    def _target(fn, name: str, needs_target: bool, targets: dict, inputs: dict | None):
+        if needs_target:
+            return targets[name]
+        # a contrastive loss: the candidates' identities, when the inputs are given
+        return fn.ids(inputs) if inputs is not None and hasattr(fn, "ids") else None
+
+    def values(self, outputs: dict, targets: dict, inputs: dict | None = None) -> dict:
+        """Each unweighted loss, not detached (what a learned loss weighting combines)."""
+        return {name: fn(outputs[name], self._target(fn, name, needs_target, targets, inputs), outputs)
+                for name, _, fn, needs_target in self.terms}
+
     def __call__(self, outputs: dict, targets: dict, inputs: dict | None = None) -> tuple[torch.Tensor, dict]:
         total = None
         per_head = {}
         for name, weight, fn, needs_target in self.terms:
-            if needs_target:
-                target = targets[name]
-            else:  # a contrastive loss: the candidates' identities, when the inputs are given
-                target = fn.ids(inputs) if inputs is not None and hasattr(fn, "ids") else None
-            value = fn(outputs[name], target, outputs)
+            value = fn(outputs[name], self._target(fn, name, needs_target, targets, inputs), outputs)
             per_head[name] = value.detach()
             term = value if weight == 1.0 else weight * value  # no extra autograd node for the default
             total = term if total is None else total + term

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..shapes import IMAGE, INDEX, TOKENS, Shape
+from ..shapes import IMAGE, INDEX, SEQUENCE, TOKENS, Shape
 
 
 class CompiledModel(nn.Module):
@@ -38,6 +38,7 @@ class CompiledModel(nn.Module):
         self.shapes = dict(shapes)
         self.output_kinds = {n: s.kind for n, s in shapes.items()}
         self.vocab = {}
+        self.task_keys: dict = {}  # mmoe node -> ("node.task", ...): its per-task outputs
         self._plans: dict = {}
         self._step_plans: dict = {}
         for name in self.frozen:
@@ -62,7 +63,7 @@ class CompiledModel(nn.Module):
             for name, section, args in reversed(self.plan):
                 if name in need:
                     keep.append((name, section, args))
-                    need.update(a.split(".")[0] if a.endswith(".mask") else a for a in args)
+                    need.update(a.split(".")[0] for a in args)  # `x.mask`, `moe.task` come from x, moe
             self._plans[targets] = list(reversed(keep))
         return self._plans[targets]
 
@@ -70,20 +71,38 @@ class CompiledModel(nn.Module):
         """``_subplan`` as ``(name, section attribute, args, is similarity)``, cached: ``run`` is on
         the hot path of every training step, so it does no per-call planning or attribute lookups."""
         if targets not in self._step_plans:
-            self._step_plans[targets] = [(name, section, tuple(args), name in self.similarity)
-                                         for name, section, args in self._subplan(targets)]
+            self._step_plans[targets] = [
+                (name, section, tuple(args), name in self.similarity,
+                 self.shapes.get(name) is not None and self.shapes[name].kind == SEQUENCE,
+                 self.task_keys.get(name, ())) for name, section, args in self._subplan(targets)]
         return self._step_plans[targets]
 
     def run(self, batch: dict, targets) -> dict:
         """Compute only what ``targets`` (node names) need; returns every computed value."""
         values = dict(batch)
         sections = self._modules  # read at each call, so a node module replaced later is used
-        for name, attr, args, is_similarity in self._steps(tuple(targets)):
+        for name, attr, args, is_similarity, is_sequence, task_keys in self._steps(tuple(targets)):
             xs = [values[a] for a in args]
             if is_similarity:
                 values[name + ".query"], values[name + ".candidate"] = xs
-            values[name] = sections[attr]._modules[name](*xs)
+            out = values[name] = sections[attr]._modules[name](*xs)
+            if is_sequence or task_keys:
+                values.update(self.derived_values(name, out, args, values, task_keys))
         return values
+
+    @staticmethod
+    def derived_values(name: str, out: torch.Tensor, args, values: dict, task_keys=()) -> dict:
+        """Values a node's output implies: each task's slice of an mmoe ``(B, K, D)`` as ``node.task``,
+        and the padding mask ``node.mask`` of a sequence ``(B, T, D)`` — its input's mask when the
+        positions are its input's tokens (or sequence), else all ones (e.g. a CNN's patches)."""
+        extra = {key: out[:, i] for i, key in enumerate(task_keys)}
+        if out.dim() == 3 and not task_keys:
+            masks = [a for a in args if a.endswith(".mask")]
+            if len(masks) == 1 and values[masks[0]].shape[1] == out.shape[1]:
+                extra[name + ".mask"] = values[masks[0]]
+            else:
+                extra[name + ".mask"] = torch.ones(out.shape[:2], dtype=torch.long, device=out.device)
+        return extra
 
     def forward(self, batch: dict) -> dict:
         values = self.run(batch, tuple(self.predictions))

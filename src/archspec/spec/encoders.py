@@ -8,10 +8,10 @@ from pydantic import Field, model_validator
 
 from ..errors import NOTE, WARNING
 from ..registry import register_config
-from ..shapes import FEATURES, IMAGE, INDEX, TOKENS, Shape
+from ..shapes import FEATURES, IMAGE, INDEX, SEQUENCE, TOKENS, Shape
 from . import hf
 from .backbones import BACKBONE_WIDTHS, FIXED_SIZE
-from .base import Activation, Layers, Name, Node, Norm, PositiveInt
+from .base import Activation, Layers, Name, Node, PositiveInt
 
 FEATURE_KINDS = frozenset({FEATURES})
 
@@ -75,13 +75,16 @@ class EmbeddingBagEncoderConfig(EncoderNode):
     type: Literal["embedding_bag"]
     dim: PositiveInt
     """Embedding width."""
-    pooling: Literal["mean", "max", "sum"] = "mean"
-    """How token vectors are pooled."""
+    pooling: Literal["mean", "max", "sum", "none"] = "mean"
+    """How token vectors are pooled; `none` gives the token vectors as a sequence `(B, T, dim)`
+    (for a `cross_attention` fusion)."""
     vocab_size: PositiveInt | None = None
     """Embedding rows; defaults to the tokenizer's vocabulary size."""
     accepts = frozenset({TOKENS})
 
     def infer(self, ins, ctx) -> Shape:
+        if self.pooling == "none":
+            return Shape(SEQUENCE, (ins[0].dims[0], self.dim))
         return Shape(FEATURES, (self.dim,))
 
 
@@ -95,10 +98,12 @@ class CNNEncoderConfig(EncoderNode):
     kernel_size: Annotated[int, Field(gt=0, le=15, strict=True)] = 3
     """Square kernel size (odd sizes keep the spatial size before pooling)."""
     activation: Activation = "relu"
+    """Activation of each conv stage (after its normalisation)."""
     norm: Literal["none", "batch_norm"] = "batch_norm"
     """Normalisation after each convolution."""
-    global_pool: Literal["avg", "max"] = "avg"
-    """Pooling of the last feature map to a vector."""
+    global_pool: Literal["avg", "max", "none"] = "avg"
+    """Pooling of the last feature map to a vector; `none` gives the map as a sequence of patches
+    `(B, H' × W', channels)`, row by row (for a `cross_attention` fusion)."""
     accepts = frozenset({IMAGE})
 
     def infer(self, ins, ctx) -> Shape:
@@ -106,6 +111,13 @@ class CNNEncoderConfig(EncoderNode):
         if min(h, w) < 2 ** (len(self.channels) - 1):
             ctx.report("E-SHAPE", ("channels",), f"{len(self.channels)} stages halve a {h}x{w} image "
                        "below 1 pixel", "use fewer stages or a larger image size")
+        if self.global_pool == "none":
+            grow = 1 - self.kernel_size % 2  # `padding = k // 2` keeps odd sizes, adds 1 for even ones
+            for i in range(len(self.channels)):
+                h, w = h + grow, w + grow
+                if i < len(self.channels) - 1:
+                    h, w = h // 2, w // 2
+            return Shape(SEQUENCE, (max(h, 0) * max(w, 0), self.channels[-1]))
         return Shape(FEATURES, (self.channels[-1],))
 
 
@@ -163,9 +175,10 @@ class TransformerEncoderConfig(EncoderNode):
     config: dict[str, Any] | None = None
     """An inline transformers config (must include `model_type`): builds the model untrained,
     with `AutoConfig.for_model`. With `pretrained`, overrides fields of the pretrained config."""
-    pooling: Literal["cls", "mean", "max", "pooler"] = "cls"
+    pooling: Literal["cls", "mean", "max", "pooler", "none"] = "cls"
     """Sequence to vector: first token, masked mean, masked max, or the model's pooler output
-    (BERT's `pooler_output`, as in Keras examples)."""
+    (BERT's `pooler_output`, as in Keras examples); `none` keeps the sequence `(B, T, D)` of
+    hidden states (for a `cross_attention` fusion)."""
     accepts = frozenset({TOKENS})
 
     @model_validator(mode="after")
@@ -204,6 +217,9 @@ class TransformerEncoderConfig(EncoderNode):
 
     def infer(self, ins, ctx) -> Shape:
         cfg, where = self.resolved_config(ctx)
+        from .hf_check import check_inline_config
+
+        check_inline_config(self.config, (cfg or {}).get("model_type"), ctx)
         width = None
         if cfg is not None:
             if "model_type" not in cfg and where == "inline":
@@ -225,4 +241,6 @@ class TransformerEncoderConfig(EncoderNode):
             if self.pooling == "pooler" and isinstance(mtype, str) and mtype not in hf.POOLER_TYPES:
                 ctx.report("E-POOLING", ("pooling",), f"model type '{mtype}' has no pooler output",
                            "use `pooling: cls` or `mean`")
+        if self.pooling == "none":
+            return Shape(SEQUENCE, (ins[0].dims[0] if ins and ins[0].dims else None, width))
         return Shape(FEATURES, (width,))
