@@ -287,3 +287,24 @@ def test_fitted_labels_with_spaces_are_a_warning(tmp_path, capsys):
     code, _, err = _cli(capsys, "train", spec, "--data", data, "--out", tmp_path / "run2")
     assert code == 3 and "2 of them hold spaces ('cheap durable'): if a cell lists labels separated by spaces, " \
                          "set `separator: \" \"` on heads.tags" in err
+
+
+# --- progress: a live rich bar, or plain lines for logs --------------------------------------
+
+def test_progress_bar_and_plain_lines(capsys):
+    from archspec.progress import Progress
+
+    logged = []
+    bar = Progress(enabled=True, log=logged.append)
+    bar.start_epoch(1, 2, 4)
+    for done in range(1, 5):
+        bar.update(done, loss=0.5, lr=1e-3)
+    assert bar._bar.tasks[0].completed == 4 and "loss 0.5" in bar._bar.tasks[0].fields["stats"]
+    bar.end_epoch({"epoch": 1, "step": 4, "train_loss": 0.5, "val/loss": 0.4})
+    assert logged == ["epoch 1/2 step 4  train_loss 0.5000  loss 0.4000"]
+    plain = Progress(enabled=False, log=logged.append)
+    plain.start_epoch(1, 2, 4)
+    plain.update(4, loss=0.5)
+    plain.end_epoch({"epoch": 1, "step": 4, "train_loss": 0.5})
+    assert logged[-1] == "epoch 1/2 step 4  train_loss 0.5000"
+    assert "\r" not in capsys.readouterr().out  # nothing drawn in plain mode

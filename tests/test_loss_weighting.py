@@ -219,3 +219,15 @@ def test_gradnorm_can_be_told_which_shared_layer_to_watch():
     typo = check_text(text.replace("{type: gradnorm, alpha: 1.5}", "{type: gradnorm, layer: txt_encoder}"))
     (d,) = typo.diagnostics
     assert (d.code, d.hint) == ("E-REF", "did you mean 'text_encoder'?")
+
+
+def test_a_learned_weighting_is_refused_with_several_processes():
+    from archspec.build import compile_loss, compile_spec
+    from archspec.errors import TrainingError
+    from archspec.loss_weighting import make_weighting
+
+    from conftest import ROOT
+
+    model = compile_spec(ROOT / "specs" / "movie_multitask_dwa.yaml", dry_run=False)
+    with pytest.raises(TrainingError, match="not supported with 2 processes"):
+        make_weighting(model.checked.spec.training.loss_weighting, model, compile_loss(model), world=2)

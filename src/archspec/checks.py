@@ -174,7 +174,9 @@ def check_tokenizers(ctx: Context) -> None:
                        f"WordPiece vocabulary, but '{name}' is pretrained: its embeddings expect the ids of "
                        "its own tokenizer", f"use `tokenizer: {{type: pretrained, name: {cfg.pretrained}}}`",
                        severity=WARNING)
-        vocab = (cfg.config or {}).get("vocab_size")
+        from .spec.hf import known_config  # a pretrained model's vocab_size too (cached, or fetched by --online)
+
+        vocab = (known_config(cfg.pretrained, cfg.config, ctx.base_dir) or {}).get("vocab_size")
         if tok.type == "wordpiece" and isinstance(vocab, int) and tok.vocab_size > vocab:
             ctx.report("E-VOCAB", g.path(cfg.input) + ("tokenizer", "vocab_size"), f"the tokenizer may emit ids "
                        f"up to {tok.vocab_size - 1}, but '{name}' embeds only {vocab}",

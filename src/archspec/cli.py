@@ -1,7 +1,8 @@
 """Command line: parses arguments and calls the pipeline; maps errors to exit codes, never tracebacks.
 
 Exit codes (defined in :mod:`archspec.errors`): 0 success, 1 invalid spec, 2 usage error,
-3 data error, 4 checkpoint/run error, 5 training error, 6 output error, 130 interrupted.
+3 data error, 4 checkpoint/run error, 5 training error, 6 output error, 7 pretrained files could not
+be fetched, 130 interrupted.
 
 Every ``--out`` is checked with :func:`archspec.output_paths.check_output_path` before any work.
 """
@@ -52,6 +53,8 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("--format", choices=["text", "json", "github", "sarif"], default="text")
     v.add_argument("--shapes", action="store_true",
                    help="print every node's inferred output shape and parameter count")
+    v.add_argument("--online", action="store_true",
+                   help="fetch the config.json of hub models not in the cache (no torch, a few KB each)")
     v.add_argument("--run", metavar="RUN", help="count parameters with the vocabulary sizes RUN fitted")
     v.add_argument("--data", metavar="FILE", nargs="?", const=True, default=None, action=_DataAction,
                    help="also check the data's header against the spec (training.data files, or FILE)")
@@ -80,6 +83,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--data", metavar="FILE", help="training data (overrides training.data.train)")
     t.add_argument("--out", metavar="DIR", help="run directory (default runs/<name>)")
     t.add_argument("--resume", metavar="RUN", help="continue a run from its last checkpoint")
+    t.add_argument("--init-from", metavar="RUN",
+                   help="start from another run's weights, matched by node name (e.g. after unfreezing)")
     t.add_argument("--epochs", type=_count(1, 100_000), metavar="N", help="override training.epochs (1 to 100,000)")
     t.add_argument("--max-steps", type=_count(1), metavar="N", help="stop after this many optimizer steps (≥ 1)")
     t.add_argument("--plot", action="store_true", help="draw the learning curves to RUN/learning_curves.png")
@@ -149,6 +154,15 @@ def _parser() -> argparse.ArgumentParser:
     pl = sub.add_parser("plot", help="draw a run's learning curves to a PNG")
     pl.add_argument("run", metavar="RUN")
     pl.add_argument("--out", metavar="FILE", help=".png (default RUN/learning_curves.png), .svg or .pdf")
+
+    f = sub.add_parser("fetch", help="download the pretrained models, tokenizers and weights specs name")
+    f.add_argument("files", nargs="+", metavar="SPEC", help="a spec file, or a run directory (its own spec)")
+    f.add_argument("--cache-dir", metavar="DIR",
+                   help="put everything under DIR (DIR/huggingface, DIR/torch) to copy to an offline machine")
+    for name in ("build", "train", "sweep", "evaluate", "predict", "serve", "embed", "index", "retrieve", "fetch"):
+        sub.choices[name].add_argument(
+            "--offline", action="store_true",
+            help="never reach the network: pretrained files come from the caches (also ARCHSPEC_OFFLINE=1)")
     return p
 
 
@@ -281,13 +295,16 @@ def cmd_validate(args) -> int:
     from .load import is_spec_file
     from .params import count_for
 
+    from .hub import online_lookups
+
     args.files = [*(getattr(args, "data_specs", None) or []), *args.files]
     if not args.files:
         print("usage: archspec validate [options] FILE [FILE ...]\narchspec validate: error: the following "
               "arguments are required: FILE", file=sys.stderr)
         return EXIT_USAGE
     files = [f for f in args.files if not args.only_specs or is_spec_file(f)]
-    results = [check_file(f) for f in files]
+    with online_lookups(args.online):
+        results = [check_file(f) for f in files]
     if args.data is not None:
         results = [with_data_checks(r, None if args.data is True else args.data) for r in results]
     diags = [d for r in results for d in r.diagnostics]
@@ -358,6 +375,10 @@ def cmd_train(args) -> int:
     if args.file is None and args.resume is None:
         print("archspec train: give a SPEC, or --resume RUN", file=sys.stderr)
         return EXIT_USAGE
+    if args.init_from and args.resume:
+        print("archspec train: --init-from starts a new run; --resume continues one — give only one",
+              file=sys.stderr)
+        return EXIT_USAGE
     if args.out:
         from .output_paths import check_output_path
 
@@ -369,7 +390,7 @@ def cmd_train(args) -> int:
     progress = {"auto": None, "bar": True, "lines": False}[args.progress]
     track = {"backends": args.track, "uri": args.tracking_uri} if args.track or args.tracking_uri else None
     train(args.file, data=args.data, out=args.out, resume=args.resume, max_steps=args.max_steps,
-          epochs=args.epochs, progress=progress, plot=args.plot, track=track)
+          epochs=args.epochs, progress=progress, plot=args.plot, track=track, init_from=args.init_from)
     return EXIT_OK
 
 
@@ -473,6 +494,13 @@ def cmd_data(args) -> int:
     return EXIT_USAGE
 
 
+def cmd_fetch(args) -> int:
+    from .fetch import fetch
+
+    fetch(args.files, cache_dir=args.cache_dir)
+    return EXIT_OK
+
+
 def cmd_plot(args) -> int:
     from .output_paths import PLOT_FORMATS, check_output_path, run_inputs
 
@@ -486,7 +514,8 @@ def cmd_plot(args) -> int:
 
 COMMANDS = {"validate": cmd_validate, "diff": cmd_diff, "schema": cmd_schema, "build": cmd_build, "train": cmd_train,
             "evaluate": cmd_evaluate, "predict": cmd_predict, "embed": cmd_embed, "index": cmd_index,
-            "retrieve": cmd_retrieve, "plot": cmd_plot, "data": cmd_data, "sweep": cmd_sweep, "serve": cmd_serve}
+            "retrieve": cmd_retrieve, "plot": cmd_plot, "data": cmd_data, "sweep": cmd_sweep, "serve": cmd_serve,
+            "fetch": cmd_fetch}
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None):
@@ -513,6 +542,10 @@ def main(argv=None) -> int:
     if not args.command:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
+    if getattr(args, "offline", False):
+        from .hub import go_offline
+
+        go_offline()
     try:
         return COMMANDS[args.command](args)
     except SpecError as exc:

@@ -113,12 +113,13 @@ CODES: dict[str, tuple[str, str]] = {
     "W-MMOE-LEVELS": ("MMoE levels without task experts",
                       "Several `levels` without `task_experts` stack identical mixtures of the same experts: "
                       "more parameters, no new structure. Set `task_experts` (PLE) or `levels: 1`."),
-    "N-WEIGHTS": ("Named weights must be cached",
-                  "Named torchvision weights are read from the local torch hub cache; archspec never downloads "
-                  "at build time."),
+    "N-WEIGHTS": ("Named weights are downloaded on first build",
+                  "Named torchvision weights are downloaded by torchvision into the torch hub cache on first "
+                  "build (offline, they must be there already: `archspec fetch` puts them there)."),
     "N-DEFERRED": ("Width deferred to build",
-                   "A pretrained model is not on this machine, so its width (and what depends on it) is checked "
-                   "only when the model is built."),
+                   "A pretrained hub model is not in the local cache (or `validate --online` could not look it "
+                   "up: the note says why), so its width (and what depends on it) is checked only when the "
+                   "model is built. `archspec validate --online` reads its config.json from the hub now."),
     # --- inline transformer configs
     "E-HF-CONFIG": ("Invalid inline transformer config value",
                     "A size, count or probability inside an inline transformer `config:` is invalid (e.g. a "

@@ -27,6 +27,7 @@ EXIT_DATA = 3  # the data does not match the spec
 EXIT_CHECKPOINT = 4  # a run directory or checkpoint is missing, corrupt or does not fit
 EXIT_TRAINING = 5  # training cannot go on
 EXIT_OUTPUT = 6  # an output location cannot be written
+EXIT_FETCH = 7  # `archspec fetch` could not get some pretrained files
 EXIT_INTERRUPTED = 130  # Ctrl-C
 
 
@@ -175,3 +176,9 @@ class TrainingError(ArchspecError):
     """Training cannot go on (e.g. a non-finite loss with ``on_nonfinite: error``)."""
 
     exit_code = EXIT_TRAINING
+
+
+class FetchError(ArchspecError):
+    """``archspec fetch`` could not get some pretrained files; the message names each one and why."""
+
+    exit_code = EXIT_FETCH

@@ -89,7 +89,7 @@ def load_run(run_dir, which="best"):
     name = describe_checkpoint(run_dir, which)["checkpoint"]
     checked = check_text(run.spec.read_text(), str(run.spec), base_dir=_stored_base(run)).raise_for_errors()
     pre = Preprocessor.load(run.preprocess, checked)
-    model = compile_spec(checked, preprocessor=pre)
+    model = compile_spec(checked, preprocessor=pre, weights_from_run=run.root)  # no pretrained download
     try:
         model.load_state_dict(ckpt.load_weights(run.checkpoints, name))
     except RuntimeError as exc:

@@ -145,7 +145,7 @@ def train(spec_path=None, **kwargs) -> Path:
 
 def fit(spec_path=None, *, data: str | None = None, out: str | None = None, resume: str | None = None,
         max_steps: int | None = None, epochs: int | None = None, progress: bool | None = None,
-        plot: bool = False, log=print, track: dict | None = None) -> TrainResult:
+        plot: bool = False, log=print, track: dict | None = None, init_from: str | None = None) -> TrainResult:
     """Train a spec and write a run directory.
 
     Args:
@@ -156,6 +156,8 @@ def fit(spec_path=None, *, data: str | None = None, out: str | None = None, resu
         max_steps / epochs: override the spec (e.g. for quick checks).
         progress: live progress bar; default: when stdout is a terminal.
         track: options of :func:`archspec.tracking.start_tracking` (backends, uri, callbacks, ...).
+        init_from: a finished run whose weights start this one, matched by node name (the second
+            stage of transfer learning: unfreeze, then fine-tune; see :mod:`archspec.warm_start`).
 
     Returns:
         a :class:`TrainResult`.
@@ -235,6 +237,14 @@ def fit(spec_path=None, *, data: str | None = None, out: str | None = None, resu
     # --- model, loss, optimizer --------------------------------------------------------------
     device = _device(rank)
     model = compile_spec(checked, preprocessor=pre).to(device)
+    if init_from is not None and resume is None:
+        from .warm_start import warm_start
+
+        warm_start(model, init_from, say)
+    if is_main and resume is None:
+        from .warm_start import save_pretrained_configs
+
+        save_pretrained_configs(model, run.root)  # the run rebuilds its encoders without the model cache
     if is_main and resume is None:
         from .baselines import fit_baseline
 

@@ -1,5 +1,6 @@
 """Text → token ids and attention masks: a WordPiece tokenizer trained on the training text, or a
-pretrained (Hugging Face) tokenizer from a local directory or the local cache. Never downloads.
+pretrained (Hugging Face) tokenizer from a local directory, or by hub name (downloaded on first use into
+the Hugging Face cache; never in offline mode).
 
 Each tokenizer type registers its builder under its spec name (``register_builder("tokenizer", ...)``):
 a class with ``fit(cfg, texts, max_length, base_dir, node)`` (from the training split) and
@@ -109,7 +110,7 @@ class WordPieceText:
 
 @register_builder("tokenizer", "pretrained")
 class PretrainedText:
-    """A Hugging Face tokenizer (``AutoTokenizer``) loaded without network access."""
+    """A Hugging Face tokenizer (``AutoTokenizer``): a local directory, or a hub name (cached on first use)."""
 
     kind = "pretrained"
 
@@ -128,10 +129,12 @@ class PretrainedText:
 
     @classmethod
     def from_name(cls, name: str, base_dir, max_length: int, node: str = "inputs") -> "PretrainedText":
-        """Load by hub name (from the local cache only) or from a local directory (relative to the spec).
+        """Load by hub name (downloaded into the Hugging Face cache on first use) or from a local directory
+        (relative to the spec).
 
         Raises:
-            BuildError: the tokenizer is not available offline; the message says how to provide it.
+            BuildError: the tokenizer cannot be loaded (offline and not cached, unknown name, no
+                network); the message says how to provide it.
         """
         local = name.startswith((".", "/", "~")) or os.sep in name and Path(name).expanduser().exists()
         if local:
@@ -175,19 +178,23 @@ class PretrainedText:
 
 
 def _auto(ref: str, node: str, name: str):
+    from .. import hub
+
     try:
         from transformers import AutoTokenizer
     except ImportError:
         raise BuildError(f"{node}.tokenizer: a pretrained tokenizer needs `transformers` — install "
                          "archspec[torch]") from None
     try:
-        # local_files_only: never reach the network (and never wait for its retries); trust_remote_code
-        # is never taken from a spec.
-        return AutoTokenizer.from_pretrained(ref, local_files_only=True, trust_remote_code=False)
+        # a hub name is downloaded on first use into the Hugging Face cache; offline, local_files_only
+        # fails at once (never waits for retries). trust_remote_code is never taken from a spec.
+        return AutoTokenizer.from_pretrained(ref, local_files_only=hub.offline(), trust_remote_code=False)
     except (OSError, ValueError, KeyError, TypeError) as exc:
+        if hub.is_hub_name(ref):
+            raise BuildError(f"{node}.tokenizer: cannot load pretrained tokenizer '{name}': "
+                             f"{hub.load_failure(name, exc, 'tokenizer')}, or use `type: wordpiece`") from None
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise BuildError(
-            f"{node}.tokenizer: cannot load pretrained tokenizer '{name}' offline ({first[:300]}) — put its "
-            "files (tokenizer.json, tokenizer_config.json, ...) in a local directory and set `name: ./that_dir` "
-            "(relative to the spec), or fetch it once into the Hugging Face cache where network is allowed "
-            f"(`hf download {name}`), or use `type: wordpiece`") from None
+            f"{node}.tokenizer: cannot load pretrained tokenizer '{name}' ({first[:300]}) — put its "
+            "files (tokenizer.json, tokenizer_config.json, ...) in that directory (`tokenizer.save_pretrained(dir)`), "
+            "or use `type: wordpiece`") from None
