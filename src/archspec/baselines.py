@@ -29,31 +29,77 @@ def _row_keys(inputs: dict, keys: list[str]) -> list[str]:
     return out
 
 
-def fit_baseline(model, x_train: dict, y_train: dict) -> dict:
-    """Statistics of the training split the baselines need (JSON-able)."""
+def baseline_inputs(model) -> list[str]:
+    """Input keys the baselines read (the candidate features of contrastive two-tower heads)."""
+    keys = []
+    for name in model.predictions:
+        if prediction_kind(model.checked.graph, name) == "similarity" and name in model.similarity:
+            keys += model.input_keys([model.similarity[name][1]])
+    return list(dict.fromkeys(keys))
+
+
+def collect_inputs(table, preprocessor, rows, keys: list[str], on_bad_row: str = "error") -> dict:
+    """The given input keys of every row of a split, concatenated (e.g. the candidate ids a
+    contrastive loss counts). Only those inputs are built; nothing else is read."""
+    from .data import Loader
+
+    if not keys:
+        return {}
+    names = sorted({k.split(".")[0] for k in keys})
+    parts: dict = {}
+    for x, _, r in Loader(table, preprocessor, rows, batch_size=4096, inputs=names, targets=False,
+                          on_bad_row=on_bad_row, name="inputs"):
+        for k in keys:
+            parts.setdefault(k, []).append(x[k])
+    return {k: torch.cat(v) for k, v in parts.items()}
+
+
+def fit_baseline(model, table, preprocessor, rows, tcfg) -> dict:
+    """Statistics of the training split the baselines need (JSON-able), in one streaming pass.
+
+    The pass reads the targets and only the inputs a popularity baseline ranks by, through the same
+    data loader as training (no image is decoded unless a candidate tower reads images).
+    """
+    from .data import Loader
+
     g = model.checked.graph
+    keys = baseline_inputs(model)
+    inputs = sorted({k.split(".")[0] for k in keys})
+    batches = Loader(table, preprocessor, rows, batch_size=4096, inputs=inputs, num_workers=0,
+                     on_bad_row=tcfg.on_bad_row, name="baseline")
+    sums: dict = {}
+    counts: dict = {}
+    n = 0
+    for x, y, r in batches:
+        n += len(r)
+        for name in model.predictions:
+            kind = prediction_kind(g, name)
+            if kind == "similarity" and name not in y:
+                if name not in model.similarity:
+                    continue
+                pop = counts.setdefault(name, {})
+                for k in _row_keys(x, model.input_keys([model.similarity[name][1]])):
+                    pop[k] = pop.get(k, 0) + 1
+            elif name in y:
+                t = y[name]
+                if kind == "multiclass":
+                    part = torch.bincount(t.long(), minlength=model.shapes[name].dims[0]).double()
+                else:
+                    part = t.double().sum(0).reshape(-1) if kind != "regression" else t.double().sum(0)
+                sums[name] = part if name not in sums else sums[name] + part
     stats = {}
     for name in model.predictions:
         kind = prediction_kind(g, name)
-        if kind == "similarity":
-            if name in y_train:
-                stats[name] = {"rate": float(y_train[name].float().mean())}
-            else:
-                cand = model.similarity[name][1]
-                keys = _row_keys(x_train, model.input_keys([cand]))
-                counts: dict = {}
-                for k in keys:
-                    counts[k] = counts.get(k, 0) + 1
-                stats[name] = {"popularity": counts, "keys": model.input_keys([cand])}
-        elif name in y_train:
-            y = y_train[name]
-            if kind == "multiclass":
-                c = model.shapes[name].dims[0]
-                stats[name] = {"prior": torch.bincount(y.long(), minlength=c).double().div(len(y)).tolist()}
+        if name in counts:
+            stats[name] = {"popularity": counts[name], "keys": model.input_keys([model.similarity[name][1]])}
+        elif name in sums:
+            avg = (sums[name] / max(n, 1)).tolist()
+            if kind == "similarity":
+                stats[name] = {"rate": float(avg[0])}
             elif kind == "regression":
-                stats[name] = {"mean": y.double().mean(0).tolist()}
+                stats[name] = {"mean": avg}
             else:
-                stats[name] = {"prior": y.double().mean(0).reshape(-1).tolist()}
+                stats[name] = {"prior": avg}
     return stats
 
 
