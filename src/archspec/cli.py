@@ -129,6 +129,12 @@ def _parser() -> argparse.ArgumentParser:
                    help="two towers: also rank each test pair's candidate among every item of this catalogue "
                         "(recall@k, NDCG@k, MRR; see docs/retrieval.md)")
     e.add_argument("--id-column", metavar="COLUMN", help="with --catalogue: the column that identifies an item")
+    e.add_argument("--exclude-seen", action="store_true",
+                   help="with --catalogue: leave out of each test row's ranking the items its query (user) was "
+                        "paired with in the run's training file")
+    e.add_argument("--query-id-column", metavar="COLUMN",
+                   help="with --exclude-seen: the column that identifies a query (default: the query tower's "
+                        "categorical input)")
 
     pr = sub.add_parser("predict", help="probabilities and labels per head for every row of a data file")
     pr.add_argument("run", metavar="RUN")
@@ -274,6 +280,10 @@ def cmd_sweep(args) -> int:
     if args.resume is None and (args.file is None or args.config is None):
         print("archspec sweep: give SPEC --config SWEEP.yaml, or --resume DIR, or --show DIR", file=sys.stderr)
         return EXIT_USAGE
+    if args.out and args.resume is None:
+        from .output_paths import check_output_path
+
+        check_output_path(args.out, inputs={args.file: "the spec file", args.config: "the sweep file"}, directory=True)
     run_sweep(args.file, args.config, out=args.out, resume=args.resume, storage=args.storage,
               track=args.track, tracking_uri=args.tracking_uri)
     return EXIT_OK
@@ -449,13 +459,16 @@ def cmd_evaluate(args) -> int:
         from .retrieval import catalogue_metrics
 
         full, full_base, cat = catalogue_metrics(args.run, args.data, args.catalogue, baseline=args.baseline,
-                                                 id_column=args.id_column)
+                                                 id_column=args.id_column, exclude_seen=args.exclude_seen,
+                                                 query_id_column=args.query_id_column)
         metrics.update(full)
         if base is not None:
             base.update(full_base or {})
         print(f"catalogue: {cat['catalogue_items']} items, {cat['test_rows']} test rows"
               + (f", {cat['not_in_catalogue']} of whose items are not in the catalogue (counted as misses)"
-                 if cat["not_in_catalogue"] else ""), file=sys.stderr)
+                 if cat["not_in_catalogue"] else "")
+              + (f"; {cat['seen_excluded']} training items excluded" if cat["exclude_seen"] else ""),
+              file=sys.stderr)
     payload = {"checkpoint": info, "model": metrics, **({"baseline": base} if base is not None else {})}
     if args.format == "json":
         print(metrics_json(payload))
