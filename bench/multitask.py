@@ -26,6 +26,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import shutil
 import statistics
 import subprocess
@@ -124,15 +125,17 @@ def table(results: list[dict], comparison: str) -> str:
     if not rows:
         return ""
     metrics = rows[0]["metrics"]
-    lines = ["| variant | " + " | ".join(metrics) + " | train time | final weights |",
-             "|---|" + "---:|" * (len(metrics) + 1) + "---|"]
+    lines = ["| variant | " + " | ".join(metrics) + " | parameters | train time | final weights |",
+             "|---|" + "---:|" * (len(metrics) + 2) + "---|"]
     for variant in dict.fromkeys(r["variant"] for r in rows):
         runs = [r for r in rows if r["variant"] == variant]
         cells = [summary([r["model"][m] for r in runs if m in r["model"]]) for m in metrics]
         t = statistics.mean(r["train_s"] for r in runs)
         weights = runs[0].get("weights") or {}
         w = ", ".join(f"{k}: {statistics.mean(r['weights'][k] for r in runs):.2f}" for k in weights) or "—"
-        lines.append(f"| `{variant}` | " + " | ".join(cells) + f" | {t:.0f} s | {w} |")
+        n = runs[0].get("params")
+        lines.append(f"| `{variant}` | " + " | ".join(cells) + f" | {n:,} | {t:.0f} s | {w} |" if n else
+                     f"| `{variant}` | " + " | ".join(cells) + f" | ? | {t:.0f} s | {w} |")
     return "\n".join(lines)
 
 
@@ -162,7 +165,8 @@ def main(argv=None) -> int:
             run_dir = RUNS / f"{variant}_seed{seed}"
             if run_dir.exists():
                 shutil.rmtree(run_dir)  # only ever our own run directory
-            train_s, _ = run(archspec("train", str(spec), "--out", str(run_dir), "--progress", "lines", *limit), env)
+            train_s, tr = run(archspec("train", str(spec), "--out", str(run_dir), "--progress", "lines", *limit), env)
+            params = re.search(r"([\d,]+) trainable parameters", tr.stdout)
             _, ev = run(archspec("evaluate", str(run_dir), "--data", str(ROOT / "data" / data / "test.csv"),
                                  "--format", "json"), env)
             payload = json.loads(ev.stdout)
@@ -171,6 +175,7 @@ def main(argv=None) -> int:
             weights = {k[len("weight/"):]: v for k, v in last.items() if k.startswith("weight/")}
             results.append({"variant": variant, "comparison": comparison, "data": data, "seed": seed,
                             "metrics": metrics, "train_s": round(train_s, 2), "model": model,
+                            "params": int(params.group(1).replace(",", "")) if params else None,
                             "weights": weights if variant in ("uncertainty", "gradnorm", "dwa") else {},
                             "command": f"archspec train {spec.relative_to(ROOT)} --out {run_dir.relative_to(ROOT)}"
                                        + (" " + " ".join(limit) if limit else "")})

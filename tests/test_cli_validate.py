@@ -40,7 +40,7 @@ def test_invalid_spec_exits_1_with_the_rendered_diagnostic(capsys):
     assert code == 1
     assert out.splitlines() == [f"{REF_TYPO}:12:11: error[E-REF]: heads.sentiment.from: unknown node 'bga' "
                                 "— did you mean 'bag'?"]
-    assert err == "1 of 1 specs invalid: 1 errors, 0 warnings\n"
+    assert err == "1 of 1 specs invalid: 1 error, 0 warnings\n"
 
 
 def test_missing_file_is_an_invalid_spec_not_a_usage_error(capsys, tmp_path):
@@ -69,7 +69,7 @@ def test_help_and_version_exit_0(capsys):
 def test_warnings_pass_unless_strict(capsys):
     code, out, err = run(capsys, "validate", str(WARN_ONLY))
     assert code == 0
-    assert "warning[W-UNUSED]" in out and ": ok — " in out and "1 warnings" in out
+    assert "warning[W-UNUSED]" in out and ": ok — " in out and "1 warning" in out and "1 warnings" not in out
     code, out, err = run(capsys, "validate", "--strict", str(WARN_ONLY))
     assert code == 1
     assert "warning[W-UNUSED]" in out and ": ok — " not in out

@@ -16,12 +16,14 @@ import torch
 from archspec.build import _same
 from archspec.errors import ERROR
 from archspec.nn.heads import Similarity
+import archspec.data.text  # noqa: F401  (registers the tokenizer builders)
+import archspec.optim  # noqa: F401  (registers the optimizer and schedule builders)
 from archspec.registry import REGISTRIES
 from archspec.shapes import FEATURES, IMAGE, INDEX, LOGITS, PROBS, SCORE, SEQUENCE, TOKENS, Shape
 from archspec.spec import node_adapter
 from archspec.spec.backbones import BACKBONE_WIDTHS, FIXED_SIZE
 
-KINDS = ("encoder", "fusion", "head", "loss")
+KINDS = ("encoder", "fusion", "head", "loss", "optimizer", "schedule", "tokenizer")
 SECTION = {"encoder": "encoders", "fusion": "fusions", "head": "heads"}
 B = 2
 VOCAB = 50
@@ -61,6 +63,9 @@ class BuildCtx:
 
     def prediction_kind(self, name):
         return self.nodes[name].kind
+
+    def prediction_threshold(self, name):
+        return self.nodes[name].decision_threshold
 
     def resolve_path(self, p):
         return Path(p)
@@ -350,3 +355,30 @@ heads: {{y: {{type: multiclass, from: enc, classes: 3}}}}
     model.train()
     out = model(model.example_batch(2))["y"]
     assert out.shape == (2, 3)
+
+
+@pytest.mark.parametrize("name", ["inception_v3", "resnet18"])
+def test_a_trained_run_rebuilds_named_weights_without_their_file(name, tmp_path, monkeypatch):
+    """Loading a run (`weights_from_run`) builds the architecture the named weights imply — inception's
+    input transform included — without reading or downloading the weights file."""
+    import torchvision
+
+    from archspec.build import compile_spec
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty"))
+    monkeypatch.setenv("ARCHSPEC_OFFLINE", "1")
+    spec = f"""archspec: 1
+name: cached
+inputs: {{img: {{type: image, column: p, size: [96, 96]}}}}
+encoders: {{enc: {{type: torchvision, input: img, model: {name}, weights: DEFAULT}}}}
+heads: {{y: {{type: multiclass, from: enc, classes: 3}}}}
+"""
+    model = compile_spec(spec, weights_from_run=tmp_path)
+    assert not (tmp_path / "empty").exists()
+    body = model.encoders["enc"].body
+    if name == "inception_v3":
+        assert body.transform_input is True and body.AuxLogits is None
+    kwargs = {"aux_logits": True, "init_weights": False} if name == "inception_v3" else {}
+    reference = torchvision.models.get_model(name, weights=None, **kwargs)
+    assert set(body.state_dict()) == {k for k in reference.state_dict()
+                                      if not k.startswith(("fc.", "AuxLogits."))}

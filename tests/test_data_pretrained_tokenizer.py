@@ -69,5 +69,7 @@ def test_hub_name_not_in_cache_fails_fast_with_instructions(tmp_path, monkeypatc
     with pytest.raises(BuildError) as exc:
         Preprocessor.fit(checked, df, tmp_path)
     msg = str(exc.value)
-    assert msg.startswith("inputs.t.tokenizer: cannot load pretrained tokenizer 'no-such-org/no-such-model' offline")
-    assert "set `name: ./that_dir`" in msg and "hf download no-such-org/no-such-model" in msg
+    assert msg.startswith("inputs.t.tokenizer: cannot load pretrained tokenizer 'no-such-org/no-such-model': not "
+                          "in the Hugging Face cache")
+    assert "offline mode is on (HF_HUB_OFFLINE=1)" in msg
+    assert "archspec fetch SPEC" in msg and "hf download no-such-org/no-such-model" in msg

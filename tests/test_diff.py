@@ -59,10 +59,13 @@ def test_json_of_a_width_change(capsys, monkeypatch):
         {"node": "fusions.both", "old": "(B, 16) features", "new": "(B, 20) features", "cause": "upstream",
          "upstream": ["encoders.stats_enc"]}]
     assert data["params"]["nodes"] == [
-        {"node": "encoders.stats_enc", "old": "200", "new": "268", "delta": 68},
-        {"node": "heads.score", "old": "9", "new": "13", "delta": 4},
-        {"node": "heads.label", "old": "51", "new": "63", "delta": 12}]
-    assert data["params"]["total"] == {"old": "≤ 4,260", "new": "≤ 4,344", "delta": 84}
+        {"node": "encoders.stats_enc", "old": "200", "new": "268", "delta": 68, "old_value": 200, "new_value": 268,
+         "bound": False},
+        {"node": "heads.score", "old": "9", "new": "13", "delta": 4, "old_value": 9, "new_value": 13, "bound": False},
+        {"node": "heads.label", "old": "51", "new": "63", "delta": 12, "old_value": 51, "new_value": 63,
+         "bound": False}]
+    assert data["params"]["total"] == {"old": "≤ 4,260", "new": "≤ 4,344", "delta": 84, "old_value": 4260,
+                                       "new_value": 4344, "bound": True}
     assert data["nodes"] == {"added": [], "removed": [], "renamed": []}
 
 

@@ -203,3 +203,31 @@ def test_the_last_shared_layer_comes_from_the_graph():
     assert node == "film"
     assert names == ["text_encoder.embedding.weight", "language_encoder.embedding.weight",
                      "country_encoder.embedding.weight", "numbers_encoder.0.weight"]
+
+
+def test_gradnorm_can_be_told_which_shared_layer_to_watch():
+    from archspec.build import compile_spec
+    from archspec.loss_weighting import last_shared_layer
+
+    from conftest import ROOT
+
+    text = (ROOT / "specs" / "movie_multitask_gradnorm.yaml").read_text()
+    model = compile_spec(text.replace("{type: gradnorm, alpha: 1.5}", "{type: gradnorm, layer: text_encoder}"),
+                         dry_run=False)
+    assert last_shared_layer(model, model.checked.spec.training.loss_weighting.layer)[1] == \
+        ["text_encoder.embedding.weight"]
+    typo = check_text(text.replace("{type: gradnorm, alpha: 1.5}", "{type: gradnorm, layer: txt_encoder}"))
+    (d,) = typo.diagnostics
+    assert (d.code, d.hint) == ("E-REF", "did you mean 'text_encoder'?")
+
+
+def test_a_learned_weighting_is_refused_with_several_processes():
+    from archspec.build import compile_loss, compile_spec
+    from archspec.errors import TrainingError
+    from archspec.loss_weighting import make_weighting
+
+    from conftest import ROOT
+
+    model = compile_spec(ROOT / "specs" / "movie_multitask_dwa.yaml", dry_run=False)
+    with pytest.raises(TrainingError, match="not supported with 2 processes"):
+        make_weighting(model.checked.spec.training.loss_weighting, model, compile_loss(model), world=2)

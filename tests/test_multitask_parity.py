@@ -254,3 +254,49 @@ def test_cnn_patches_are_the_feature_map_row_by_row():
     fmap = cnn.features(img)  # (2, 6, 6, 5)
     patches = cnn(img)
     assert torch.equal(patches[:, 7], fmap[:, :, 1, 2])  # patch 7 = row 1, column 2
+
+
+def test_the_graph_picture_labels_each_task_edge_and_the_shapes_name_the_task_outputs():
+    from archspec.diagram import dot, mermaid
+    from archspec.pipeline import check_text
+
+    checked = check_text(MMOE_SPEC)
+    assert checked.shapes["moe"].dims == (2, WIDTH) and checked.shapes["moe"].kind == "tasks"
+    assert checked.shapes["moe.kind"].dims == (WIDTH,) and checked.shapes["moe.kind"].kind == "features"
+    assert checked.graph.sources("kind") == ["moe.kind"]
+    text = mermaid(checked)
+    assert "n_moe -->|kind| n_kind" in text and "n_moe -->|score| n_score" in text
+    assert 'label="score"' in dot(checked)
+
+
+def test_a_transformer_sequence_attends_to_cnn_patches_with_its_own_mask():
+    spec = f"""\
+archspec: 1
+name: vl
+inputs:
+  caption: {{type: text, column: c, max_length: 8, tokenizer: {{type: wordpiece, vocab_size: {VOCAB}}}}}
+  photo: {{type: image, column: p, size: [8, 8], channels: 1}}
+encoders:
+  text: {{type: transformer, input: caption, pooling: none, config: {{model_type: bert, vocab_size: {VOCAB},
+          hidden_size: 16, num_hidden_layers: 1, num_attention_heads: 2, intermediate_size: 32,
+          max_position_embeddings: 8}}}}
+  patches: {{type: cnn, input: photo, channels: [4, 16], global_pool: none}}
+fusions:
+  joint: {{type: cross_attention, query: patches, context: text, heads: 2}}
+heads:
+  y: {{type: binary, from: joint}}
+"""
+    model = compile_spec(spec).eval()
+    assert model.shapes["text"].kind == SEQUENCE and model.shapes["text"].dims == (8, 16)
+    assert model.shapes["patches"].dims == (16, 16)
+    b = model.example_batch(3, seed=2)
+    b["caption.mask"] = torch.ones(3, 8, dtype=torch.long)
+    b["caption.mask"][1, 5:] = 0
+    values = model.run(b, ("joint",))
+    assert torch.equal(values["text.mask"], b["caption.mask"])  # the tokens' mask travels with the sequence
+    assert values["patches.mask"].shape == (3, 16) and bool(values["patches.mask"].all())
+    ref = model(b)["y"]
+    noisy = dict(b)
+    noisy["caption"] = b["caption"].clone()
+    noisy["caption"][1, 5:] = (b["caption"][1, 5:] % (VOCAB - 2)) + 1  # other ids at padded positions
+    torch.testing.assert_close(model(noisy)["y"], ref, rtol=0, atol=1e-6)

@@ -69,7 +69,9 @@ def test_transformer_formulas_match_transformers(conf, pooling):
     assert count_params(checked).nodes["e"].exact
 
 
-def test_unknown_model_type_and_hub_model_are_deferred_with_the_reason():
+def test_unknown_model_type_and_hub_model_are_deferred_with_the_reason(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-hub"))
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-home"))
     text = ("archspec: 1\nname: m\ninputs: {t: {type: text, column: t, tokenizer: {type: pretrained, name: x/y}}}\n"
             "encoders:\n  a: {type: transformer, input: t, config: {model_type: gpt2, n_embd: 16}}\n"
             "  b: {type: transformer, input: t, pretrained: some-org/not-cached-model}\n"
@@ -79,13 +81,13 @@ def test_unknown_model_type_and_hub_model_are_deferred_with_the_reason():
     rep = count_params(check_text(text))
     assert str(rep.nodes["a"]) == "deferred (model type 'gpt2' has no static formula in archspec (counted at build))"
     assert str(rep.nodes["b"]) == "deferred (the pretrained model 'some-org/not-cached-model', not available offline)"
-    assert str(rep.nodes["c"]) == "deferred (the vocabulary of tokenizer 'x/y')"
+    assert str(rep.nodes["c"]) == "deferred (the vocabulary of tokenizer 'x/y' (no tokenizer.json on this machine))"
     assert str(rep.nodes["z"]) == "deferred (the width of 'b', deferred to build)"
     assert rep.total.value is None and rep.known == rep.nodes["f"].value + rep.nodes["y"].value
     assert rep.total_line() == (f"parameters: deferred to build (≥ {rep.known:,} known) — a: model type 'gpt2' "
                                 "has no static formula in archspec (counted at build); b: the pretrained model "
                                 "'some-org/not-cached-model', not available offline; c: the vocabulary of tokenizer "
-                                "'x/y'; z: the width of 'b', deferred to build")
+                                "'x/y' (no tokenizer.json on this machine); z: the width of 'b', deferred to build")
 
 
 def test_fitted_wordpiece_vocabulary_makes_the_bound_exact(tmp_path):
@@ -139,3 +141,52 @@ def test_hf_field_table_matches_installed_transformers():
     from archspec.spec.hf_fields import FIELDS, _generate
 
     assert FIELDS == _generate(), "regenerate with: python -m archspec.spec.hf_fields"
+
+
+def test_pretrained_tokenizer_in_the_local_cache_gives_an_exact_count(tmp_path, monkeypatch):
+    from tokenizers import Tokenizer, models
+
+    snap = tmp_path / "hub" / "models--org--tok" / "snapshots" / "abc"
+    snap.mkdir(parents=True)
+    Tokenizer(models.WordLevel({"[PAD]": 0, "[UNK]": 1, "a": 2, "b": 3}, unk_token="[UNK]")).save(
+        str(snap / "tokenizer.json"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    text = ("archspec: 1\nname: m\ninputs: {t: {type: text, column: t, tokenizer: {type: pretrained, name: org/tok}}}\n"
+            "encoders: {e: {type: embedding_bag, input: t, dim: 5}}\nheads: {y: {type: binary, from: e}}\n")
+    rep = count_params(check_text(text))
+    assert rep.nodes["e"].exact and rep.nodes["e"].value == 4 * 5
+
+
+@pytest.mark.parametrize("name", ["two_tower", "movie_tagger"])
+def test_archspec_build_json_reports_the_static_counts(name, capsys):
+    """The command itself (not only the compiled module) agrees, bound flags included."""
+    import json
+
+    from archspec.cli import main
+
+    path = ROOT / "specs" / f"{name}.yaml"
+    assert main(["build", str(path), "--format", "json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    report = count_params(check_file(path))
+    assert summary["totals"]["params"] == report.total.value
+    assert summary["totals"]["bound"] is report.total.bound
+    for node in summary["nodes"]:
+        if node["section"] != "inputs":
+            c = report.nodes[node["name"]]
+            assert node["trainable"] + node["frozen"] == c.value and node["bound"] is c.bound
+
+
+@pytest.mark.parametrize("head", [
+    "{type: similarity, query: q, candidate: c, learn_scale: true}",
+    "{type: similarity, query: q, candidate: c, loss: {type: contrastive, learn_temperature: true}}",
+    "{type: similarity, query: q, candidate: c, metric: cosine, temperature: 0.1, loss: {type: contrastive}}",
+])
+def test_similarity_head_counts(head):
+    text = ("archspec: 1\nname: m\ninputs: {a: {type: numeric, columns: [x, y]}, b: {type: numeric, columns: [z]}}\n"
+            "encoders: {q: {type: mlp, input: a, layers: [4]}, c: {type: mlp, input: b, layers: [4]}}\n"
+            f"heads: {{s: {head}}}\n")
+    checked = check_text(text)
+    assert checked.ok(), [d.render() for d in checked.diagnostics]
+    with torch.device("meta"):
+        model = compile_spec(checked, dry_run=False)
+    assert count_params(checked).nodes["s"].value == sum(model.parameter_counts("s"))

@@ -175,3 +175,183 @@ def test_a_node_type_without_infer_is_refused_at_registration():
     with pytest.raises(RegistryError, match="encoder type 'no_shape' .* has no infer"):
         register_config("encoder", "no_shape")(NoShapeEncoderConfig)
     assert "no_shape" not in REGISTRIES["encoder"].configs
+
+
+KINDS_PLUGIN = '''
+"""A plugin adding a loss, an optimizer, a schedule and a tokenizer (configs torch-free)."""
+from typing import Literal
+
+import numpy as np
+
+from archspec.registry import register_builder, register_config
+from archspec.spec.base import PositiveFloat, PositiveInt, StrictModel
+from archspec.spec.losses import LossBase
+
+
+@register_config("loss", "focal")
+class FocalLossConfig(LossBase):
+    """Focal loss: cross-entropy down-weighting easy examples."""
+
+    type: Literal["focal"]
+    applies_to = ("multiclass",)
+    gamma: PositiveFloat = 2.0
+    """Focusing parameter."""
+
+
+@register_builder("loss", "focal")
+def build_focal(cfg, on_probs, head):
+    import torch.nn.functional as F
+
+    def loss(logits, target, outputs):
+        logp = F.log_softmax(logits, -1).gather(1, target[:, None]).squeeze(1)
+        return (-(1 - logp.exp()) ** cfg.gamma * logp).mean()
+
+    return loss
+
+
+@register_config("optimizer", "plain_sgd")
+class PlainSGDConfig(StrictModel):
+    """SGD without momentum or decay."""
+
+    type: Literal["plain_sgd"]
+    lr: PositiveFloat = 0.05
+    """Learning rate."""
+
+
+@register_builder("optimizer", "plain_sgd")
+def build_plain_sgd(cfg, params):
+    import torch
+
+    return torch.optim.SGD(params, lr=cfg.lr)
+
+
+@register_config("schedule", "halving")
+class HalvingScheduleConfig(StrictModel):
+    """Halve the rate every `every` steps."""
+
+    type: Literal["halving"]
+    every: PositiveInt = 2
+    """Steps between halvings."""
+
+
+@register_builder("schedule", "halving")
+def halving(cfg, step, total_steps, peak):
+    return peak * 0.5 ** (step // cfg.every)
+
+
+@register_config("tokenizer", "chars")
+class CharTokenizerConfig(StrictModel):
+    """One id per character (fitted on the training text)."""
+
+    type: Literal["chars"]
+
+
+@register_builder("tokenizer", "chars")
+class CharTokenizer:
+    kind = "chars"
+
+    def __init__(self, chars, max_length):
+        self.chars, self.max_length = list(chars), max_length
+
+    @classmethod
+    def fit(cls, cfg, texts, max_length, base_dir, node):
+        return cls(sorted({c for t in texts for c in t}), max_length)
+
+    @classmethod
+    def load(cls, directory, max_length):
+        return cls(open(f"{directory}/chars.txt", encoding="utf-8").read(), max_length)
+
+    def save(self, directory):
+        import os
+
+        os.makedirs(directory, exist_ok=True)
+        open(f"{directory}/chars.txt", "w", encoding="utf-8").write("".join(self.chars))
+
+    vocab_size = property(lambda self: len(self.chars) + 2)
+    pad_id = 0
+
+    def encode(self, texts):
+        ids = np.zeros((len(texts), self.max_length), dtype=np.int64)
+        for i, t in enumerate(texts):
+            row = [self.chars.index(c) + 2 if c in self.chars else 1 for c in t][:self.max_length]
+            ids[i, :len(row)] = row
+        return ids, (ids > 0).astype(np.int64)
+'''
+
+KINDS_SPEC = """archspec: 1
+name: uses_kinds
+inputs:
+  x: {type: numeric, columns: [a, b]}
+  t: {type: text, column: s, max_length: 8, tokenizer: {type: chars}}
+encoders:
+  bag: {type: embedding_bag, input: t, dim: 4}
+fusions:
+  f: {type: early, inputs: [x, bag]}
+heads:
+  y: {type: multiclass, from: f, classes: 2, loss: {type: focal, gamma: 1.5}}
+training:
+  batch_size: 4
+  epochs: 2
+  validation_split: 0.25
+  optimizer: {type: plain_sgd, lr: 0.1}
+  schedule: {type: halving, every: 1}
+"""
+
+KINDS_DRIVER = '''
+import json, sys
+from pathlib import Path
+from archspec.pipeline import check_text
+
+report = {}
+r = check_text(SPEC)
+report["diagnostics"] = [d.render() for d in r.diagnostics]
+bad = check_text(SPEC.replace("type: focal", "type: focl"))
+report["typo"] = [d.render() for d in bad.diagnostics]
+from archspec.spec import json_schema
+schema = json.dumps(json_schema())
+report["in_schema"] = [n for n in ("focal", "plain_sgd", "halving", "chars") if f'"{n}"' in schema]
+
+import pandas as pd
+tmp = Path(sys.argv[1])
+(tmp / "spec.yaml").write_text(SPEC)
+rows = [{"a": i % 3, "b": -i % 5, "s": "ab" if i % 2 else "ba c", "y": i % 2} for i in range(16)]
+pd.DataFrame(rows).to_csv(tmp / "data.csv", index=False)
+from archspec.train import fit
+from archspec.optim import lr_at
+res = fit(str(tmp / "spec.yaml"), data=str(tmp / "data.csv"), out=str(tmp / "run"), log=lambda *a: None)
+report["steps"] = res.steps
+report["optimizer"] = type(__import__("archspec.optim").optim.make_optimizer(
+    r.spec.training.optimizer, res.model.parameters())).__name__
+report["lrs"] = [lr_at(i, 0.1, 6, r.spec.training.schedule) for i in range(4)]
+from archspec.inference import evaluate
+report["metrics"] = sorted(evaluate(str(tmp / "run"), str(tmp / "data.csv")))
+report["saved_tokenizer"] = (tmp / "run/preprocess/tokenizers/t/chars.txt").is_file()
+print("REPORT " + json.dumps(report))
+'''
+
+
+def test_plugin_loss_optimizer_schedule_tokenizer(tmp_path):
+    """One component of each non-node kind from a plugin: validated, in the schema, and used by
+    the build, the training loop and a reloaded run (every builder dispatches through its registry)."""
+    plugin = tmp_path / "plug"
+    plugin.mkdir()
+    (plugin / "kindsplugin.py").write_text(KINDS_PLUGIN)
+    info = plugin / "kindsplugin-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: kindsplugin\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[archspec.components]\nkindsplugin = kindsplugin\n")
+    code = f"SPEC = {KINDS_SPEC!r}\n" + textwrap.dedent(KINDS_DRIVER)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(plugin), str(ROOT / "src")]), "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, env=env,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads([ln for ln in proc.stdout.splitlines() if ln.startswith("REPORT ")][-1][7:])
+    assert report["diagnostics"] == []
+    assert len(report["typo"]) == 1 and "'focl'" in report["typo"][0]
+    assert "did you mean 'focal'?" in report["typo"][0]
+    assert report["in_schema"] == ["focal", "plain_sgd", "halving", "chars"]
+    assert report["steps"] == 6  # 12 training rows / batch 4 × 2 epochs
+    assert report["optimizer"] == "SGD"
+    assert report["lrs"] == [0.1, 0.05, 0.025, 0.0125]
+    assert report["metrics"] == ["loss", "y/accuracy", "y/loss"]
+    assert report["saved_tokenizer"]

@@ -2,15 +2,17 @@
 
 A tiny BERT saved with ``save_pretrained`` stands in for a downloaded model: the checker reads its
 width from the directory's ``config.json`` (nothing deferred), and the build loads exactly its
-weights. Tests run with ``HF_HUB_OFFLINE=1`` (see conftest), as archspec never downloads.
+weights. Tests run with ``HF_HUB_OFFLINE=1`` (see conftest): a hub name that is not cached fails at
+once, without opening a connection. Downloading on first use is tested against a local server in
+tests/test_hub_download.py.
 """
 
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
@@ -126,16 +128,24 @@ def test_uncached_hub_name_is_a_deferred_note(tmp_path):
     assert r.shapes["enc"].dims == (None,)
 
 
-def test_uncached_hub_name_fails_fast_with_a_build_error(tmp_path):
+def test_uncached_hub_name_fails_fast_with_a_build_error(tmp_path, monkeypatch):
     assert os.environ.get("HF_HUB_OFFLINE") == "1"
     spec = write_spec(tmp_path, NOT_CACHED)
-    start = time.perf_counter()
+    attempts = []
+
+    def guard(sock, address):  # offline means no connection attempt at all (so no retries, no waiting)
+        attempts.append(address)
+        raise ConnectionRefusedError("socket guard")
+
+    monkeypatch.setattr(socket.socket, "connect", guard)
     with pytest.raises(BuildError) as info:
         compile_spec(spec)
-    assert time.perf_counter() - start < 10
+    assert attempts == []
     message = str(info.value)
-    assert message.startswith("encoders.enc: cannot build transformer 'archspec-tests/no-such-model-anywhere'")
-    assert "local directory" in message and "never downloads" in message
+    assert message.startswith("encoders.enc: cannot build transformer 'archspec-tests/no-such-model-anywhere': "
+                              "not in the Hugging Face cache")
+    assert "offline mode is on (HF_HUB_OFFLINE=1)" in message
+    assert "archspec fetch SPEC" in message and "local directory" in message
     assert "\n" not in message
 
 
@@ -148,3 +158,45 @@ def test_cli_build_of_uncached_hub_name_exits_1_without_traceback(tmp_path):
     assert "Traceback" not in proc.stderr
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("archspec: error: encoders.enc: cannot build transformer"), proc.stderr
+
+
+def test_config_overrides_values_but_never_how_files_load(tiny_bert):
+    root, path, _ = tiny_bert
+    spec = write_spec(root, "./models/tiny_bert", "cls", name="override.yaml")
+    text = spec.read_text().replace("pooling: cls}", "pooling: cls, config: {hidden_dropout_prob: 0.3}}")
+    spec.write_text(text)
+    model = compile_spec(spec)
+    assert model.encoders["enc"].model.config.hidden_dropout_prob == 0.3
+    spec.write_text(text.replace("hidden_dropout_prob: 0.3", "revision: other, proxies: {https: x}"))
+    with pytest.raises(BuildError) as info:
+        compile_spec(spec)
+    assert "`config` may set model values only, not how files are loaded: remove proxies, revision" in str(info.value)
+
+
+def test_a_trained_run_loads_without_the_pretrained_weights(tiny_bert, tmp_path):
+    """The run's checkpoint holds every weight and the run saves the model's config: evaluating or
+    predicting later builds the encoder from those (the pretrained weights may be gone)."""
+    import shutil
+
+    import pandas as pd
+
+    from archspec.inference import load_run
+    from archspec.train import train
+
+    _, path, _ = tiny_bert
+    shutil.copytree(path, tmp_path / "models" / "tiny_bert")
+    spec = write_spec(tmp_path, "./models/tiny_bert", "cls", name="run.yaml")
+    words = [f"w{i}" for i in range(30)]
+    df = pd.DataFrame({"text": [" ".join(words[i % 7: i % 7 + 4]) for i in range(24)],
+                       "label": [i % 3 for i in range(24)]})
+    df.to_csv(tmp_path / "train.csv", index=False)
+    run = train(str(spec), data=str(tmp_path / "train.csv"), out=str(tmp_path / "run"), max_steps=2,
+                progress=False, log=lambda *a, **k: None)
+    assert (run / "pretrained" / "enc" / "config.json").is_file()
+    model, pre, _ = load_run(run)
+    batch = model.example_batch(3, seed=1)
+    before = model.encode(batch, "enc")
+
+    (tmp_path / "models" / "tiny_bert" / "model.safetensors").unlink()  # the pretrained weights are gone
+    again, _, _ = load_run(run)
+    torch.testing.assert_close(again.encode(batch, "enc"), before)

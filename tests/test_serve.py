@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import socket
@@ -31,10 +32,10 @@ inputs:
   txt: {type: text, column: text, max_length: 8, tokenizer: {type: wordpiece, vocab_size: 100, min_frequency: 1}}
   img: {type: image, column: image_path, size: [6, 6], normalize: unit}
   num: {type: numeric, columns: [a, b]}
-  cat: {type: categorical, column: color}
+  colour: {type: categorical, column: color}
 encoders:
   t: {type: embedding_bag, input: txt, dim: 8}
-  c: {type: embedding, input: cat, dim: 4}
+  c: {type: embedding, input: colour, dim: 4}
   i: {type: cnn, input: img, channels: [4]}
 fusions:
   f: {type: early, inputs: [t, i, num, c], layers: [8]}
@@ -56,8 +57,8 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory):
-    """``(client, data directory, data file, run directory)`` with a server running on the run."""
+def trained(tmp_path_factory):
+    """``(data directory, data file, run directory)``: a small run with every input kind."""
     from archspec.pipeline import check_text
     from archspec.train import fit
 
@@ -68,10 +69,16 @@ def served(tmp_path_factory):
     assert checked.ok(), [d.render() for d in checked.errors]
     data = make_dataset(checked, 40, tmp, seed=1, fmt="jsonl")
     fit(str(spec), data=str(data), out=str(tmp / "run"), progress=False, log=lambda *a, **k: None)
+    return tmp, data, tmp / "run"
+
+
+@contextlib.contextmanager
+def _server(target: Path, cwd: Path):
+    """A real `archspec serve` process on a free loopback port, and an HTTP client for it."""
     port = _free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "archspec", "serve", str(tmp / "run"), "--port", str(port),
-                             "--max-wait-ms", "20"], cwd=tmp, env=env, stdout=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, "-m", "archspec", "serve", str(target), "--port", str(port),
+                             "--max-wait-ms", "20"], cwd=cwd, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60)
     try:
@@ -85,11 +92,19 @@ def served(tmp_path_factory):
                 time.sleep(0.2)
         else:
             pytest.fail("server did not come up")
-        yield client, tmp, data, tmp / "run"
+        yield client
     finally:
         client.close()
         proc.terminate()
         proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def served(trained):
+    """``(client, data directory, data file, run directory)`` with a server running on the run."""
+    tmp, data, run = trained
+    with _server(run, tmp) as client:
+        yield client, tmp, data, run
 
 
 def _rows(data: Path) -> list[dict]:
@@ -129,7 +144,7 @@ def test_health_and_metadata(served):
     meta = client.get("/metadata").json()
     assert meta["spec"] == "served"
     assert {i["name"]: i["type"] for i in meta["inputs"]} == {"txt": "text", "img": "image", "num": "numeric",
-                                                             "cat": "categorical"}
+                                                             "colour": "categorical"}
     preds = {p["name"]: p for p in meta["predictions"]}
     assert preds["label"]["labels"] == ["neg", "neu", "pos"] and preds["score"]["kind"] == "regression"
     assert meta["checkpoint"]["which"] in ("best", "last") and meta["checkpoint"]["step"] > 0
@@ -211,3 +226,29 @@ def test_batcher_merges_waiting_requests():
     out = asyncio.run(main())
     assert out == [[i * 10, i * 10] for i in range(6)]
     assert sum(calls) == 12 and max(calls) <= 8 and len(calls) == 2  # 4 requests (8 rows), then 2
+
+
+def test_an_export_directory_is_served_without_torch_and_agrees(trained, tmp_path):
+    """`archspec serve EXPORT_DIR` goes through the torch-free runtime (archspec.serving)."""
+    pytest.importorskip("onnxruntime")
+    from archspec.cli import main
+    from archspec.inference import predict
+
+    tmp, data, run = trained
+    assert main(["build", str(run), "--export", "onnx", "--out", str(tmp_path / "export"), "--format", "json"]) == 0
+    predict(run, data, tmp_path / "p.jsonl")  # written batch by batch; read back what it wrote
+    expected = [json.loads(line) for line in (tmp_path / "p.jsonl").read_text().splitlines()]
+    with _server(tmp_path / "export", tmp) as client:
+        meta = client.get("/metadata").json()
+        assert meta["source"] == "export" and meta["spec"] == "served" and meta["torch_loaded"] is False
+        assert {i["name"]: i["type"] for i in meta["inputs"]} == {"txt": "text", "img": "image", "num": "numeric",
+                                                                 "colour": "categorical"}
+        r = client.post("/predict", json={"rows": _rows(data)})
+        assert r.status_code == 200, r.text
+        for g, e in zip(r.json()["predictions"], expected):
+            _same(g, e)
+        bad = {**_rows(data)[0], "image_path": "nowhere.png"}
+        r = client.post("/predict", json={"rows": [bad]})
+        assert r.status_code == 422 and r.json()["field"] == "rows[0].image_path", r.text
+        r = client.post("/predict", json={"rows": [{k: v for k, v in bad.items() if k != "a"}]})
+        assert r.status_code == 422 and r.json()["field"] == "rows[0].a", r.text

@@ -13,7 +13,7 @@ import hashlib
 
 import torch
 
-from .graph import prediction_kind, prediction_metrics
+from .graph import prediction_kind, prediction_metrics, prediction_threshold
 from .metrics import classification_metrics, recall_at_k, recall_ks, regression_metrics
 
 
@@ -131,7 +131,6 @@ def baseline_metrics(model, stats: dict, x_eval: dict, y_eval: dict) -> dict:
         else:
             prior = torch.tensor(st["prior"])
             probs = prior.expand(n, -1).clone() if kind != "binary" else prior.expand(n).clone()
-            threshold = getattr(cfg, "threshold", None) or 0.5
-            m = classification_metrics(kind, probs, y_eval[name], names, threshold)
+            m = classification_metrics(kind, probs, y_eval[name], names, prediction_threshold(g, name))
         out.update({f"{name}/{k}": v for k, v in m.items()})
     return out

@@ -8,7 +8,6 @@ downstream builder sizes its layers from it.
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -23,11 +22,21 @@ from .shapes import FEATURES, SEQUENCE, TOKENS, Shape
 class BuildContext:
     """What builders may ask about the rest of the graph."""
 
-    def __init__(self, checked: Checked, vocab: dict):
+    def __init__(self, checked: Checked, vocab: dict, weights_from_run=None):
         self.checked = checked
         self.graph = checked.graph
         self.vocab = vocab
         self.base_dir = checked.base_dir or Path.cwd()
+        #: a run whose checkpoint gives every weight: builders skip pretrained weights (nothing downloaded)
+        self.weights_from_run = Path(weights_from_run) if weights_from_run else None
+        self.current = None  # the node being built
+
+    def saved_config(self, name: str | None = None) -> Path | None:
+        """The transformers config a run saved for node ``name`` (default: the node being built)."""
+        if self.weights_from_run is None:
+            return None
+        folder = self.weights_from_run / "pretrained" / (name or self.current or "")
+        return folder if (folder / "config.json").is_file() else None
 
     def node(self, name: str):
         return self.graph.nodes[name]
@@ -48,21 +57,24 @@ class BuildContext:
         if input_name in self.vocab:
             return self.vocab[input_name]
         tok = self.node(input_name).tokenizer
-        if tok.type == "wordpiece":
+        if isinstance(getattr(tok, "vocab_size", None), int):
             return tok.vocab_size
-        try:
-            from transformers import AutoTokenizer
+        if tok.type != "pretrained":
+            raise BuildError(f"input '{input_name}': the vocabulary of a `{tok.type}` tokenizer is known only once "
+                             "it is fitted on data — train the spec, or give the encoder a `vocab_size`")
+        from .data.text import PretrainedText  # one loader: downloads on first use, offline-exact
 
-            ref = str(self.resolve_path(tok.name)) if tok.name.startswith((".", "/", "~")) else tok.name
-            return len(AutoTokenizer.from_pretrained(ref, local_files_only=True))
-        except (OSError, ValueError) as exc:
-            raise BuildError(f"cannot load tokenizer '{tok.name}' for input '{input_name}': "
-                             f"{str(exc).splitlines()[0]} — give a local directory") from None
+        return PretrainedText.from_name(tok.name, self.base_dir, 1, node=f"inputs.{input_name}").vocab_size
 
     def prediction_kind(self, name: str) -> str:
         from .graph import prediction_kind
 
         return prediction_kind(self.graph, name)
+
+    def prediction_threshold(self, name: str) -> float | None:
+        from .graph import prediction_threshold
+
+        return prediction_threshold(self.graph, name)
 
 
 def _vocab_sizes(checked: Checked, preprocessor) -> dict:
@@ -79,18 +91,26 @@ def _vocab_sizes(checked: Checked, preprocessor) -> dict:
     return vocab
 
 
-def _id_ranges(checked: Checked) -> dict:
+def _id_ranges(checked: Checked, ctx: BuildContext | None = None) -> dict:
     """Vocabulary of the transformer reading each text input, from its config (torch-free): the
     ids of example batches must fit the model's embedding, even when the tokenizer's size is unknown."""
+    from . import hub
     from .spec import hf
 
     out = {}
-    for cfg in checked.spec.encoders.values():
+    for name, cfg in checked.spec.encoders.items():
         if getattr(cfg, "type", None) != "transformer":
             continue
         conf = dict(cfg.config or {})
-        if cfg.pretrained:
+        saved = ctx.saved_config(name) if ctx is not None else None
+        if saved is not None:
+            conf = hf.read_config(saved / "config.json") or conf
+        elif cfg.pretrained:
             path, where = hf.find_config(cfg.pretrained, checked.base_dir)
+            if where == "unknown" and not hub.offline():
+                # a hub model built for the first time: its config.json now (the build downloads it anyway)
+                path, _ = hub.fetch_config(cfg.pretrained)
+                where = "cache" if path is not None else where
             if where in ("local", "cache"):
                 conf = {**(hf.read_config(path) or {}), **conf}
         size = conf.get("vocab_size")
@@ -103,7 +123,8 @@ def _same(actual: tuple, inferred: tuple) -> bool:
     return len(actual) == len(inferred) and all(i is None or a == i for a, i in zip(actual, inferred))
 
 
-def compile_spec(source, *, seed: int | None = None, preprocessor=None, dry_run: bool = True):
+def compile_spec(source, *, seed: int | None = None, preprocessor=None, dry_run: bool = True,
+                 weights_from_run=None):
     """Compile a spec into a model.
 
     Args:
@@ -111,6 +132,9 @@ def compile_spec(source, *, seed: int | None = None, preprocessor=None, dry_run:
         seed: seeds parameter initialisation (defaults to ``training.seed``).
         preprocessor: fitted preprocessing (gives real vocabulary sizes), optional.
         dry_run: run every node on a tiny batch to prove the inferred shapes (always on by default).
+        weights_from_run: a run directory whose checkpoint will give every weight: pretrained weights
+            are neither loaded nor downloaded, and a pretrained transformer is built from the config
+            the run saved (``RUN/pretrained/<node>/config.json``), so a run needs no model cache.
 
     Returns:
         the :class:`~archspec.nn.model.CompiledModel`; its loss is ``archspec.build.compile_loss(model)``.
@@ -134,14 +158,14 @@ def compile_spec(source, *, seed: int | None = None, preprocessor=None, dry_run:
     seed = checked.spec.training.seed if seed is None else seed
     torch.manual_seed(seed)
     vocab = _vocab_sizes(checked, preprocessor)
-    ctx = BuildContext(checked, vocab)
+    ctx = BuildContext(checked, vocab, weights_from_run)
     inputs = {n: checked.shapes[n] for n in g.order if g.section[n] == "inputs"}
     # a head of another run (`type: run`) reads that run's output, which the data path feeds in
     inputs.update({n + ".member": checked.shapes[n] for n in g.order if getattr(g.nodes[n], "type", None) == "run"})
 
     # tiny batch flowing through the graph as we build
     probe = CompiledModel([], {}, {}, [], {}, [], inputs, {}, {})
-    probe.vocab = {**_id_ranges(checked), **vocab}
+    probe.vocab = {**_id_ranges(checked, ctx), **vocab}
     values = probe.example_batch(2) if dry_run else {}
     shapes = dict(inputs)
 
@@ -159,6 +183,7 @@ def compile_spec(source, *, seed: int | None = None, preprocessor=None, dry_run:
         if builder is None:
             raise BuildError(f"{section}.{name}: no builder registered for type '{cfg.type}'")
         try:
+            ctx.current = name
             module = builder(cfg, in_shapes, ctx)
         except BuildError as exc:
             raise BuildError(f"{section}.{name}: {exc}") from None

@@ -206,6 +206,11 @@ def run_build(args) -> int:
     if args.export and not args.out:
         print("archspec build: --export needs --out DIR", file=sys.stderr)
         return EXIT_USAGE
+    if args.out:
+        from .output_paths import check_output_path, run_inputs
+
+        inputs = run_inputs(args.file) if Path(args.file).is_dir() else {args.file: "the spec file"}
+        check_output_path(args.out, inputs=inputs, directory=True)
     trained = pre = fitted_from = None
     if Path(args.file).is_dir():  # a run directory: its own spec, trained weights and preprocessing
         from .inference import load_run
@@ -226,9 +231,11 @@ def run_build(args) -> int:
 
         text = render(checked, args.graph)
         if args.out:
+            from .output_paths import writing
+
             path = Path(args.out) / f"{checked.spec.name}{FORMATS[args.graph]}"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text)
+            with writing(path):
+                path.write_text(text)
             print(f"wrote {path}", file=sys.stderr)
         else:
             sys.stdout.write(text)
@@ -253,8 +260,10 @@ def run_build(args) -> int:
         sys.stdout.flush()
     if args.export:
         from .export import export
+        from .output_paths import writing
 
-        result = export(model, args.out, args.export, preprocessor=pre)
+        with writing(Path(args.out) / "."):
+            result = export(model, args.out, args.export, preprocessor=pre)
         summary["exports"] = {"manifest": str(result.manifest_path), "files": [str(p) for p in result.files]}
         if args.format == "text" or not show:
             for p in result.files + [result.manifest_path]:

@@ -13,6 +13,7 @@ from .errors import ERROR, WARNING, Diagnostic, did_you_mean
 from .graph import Graph, label_space, prediction_kind, prediction_metrics, unused_nodes
 from .load import SourceMap
 from .shapes import LOGITS, PROBS, infer_shapes
+from .spec.losses import losses_for
 from .spec.metrics import known_metrics, metric_kinds
 
 _SQUASH = {"softmax", "sigmoid"}
@@ -101,7 +102,7 @@ def check_losses(ctx: Context) -> None:
                            "logits", "use `type: cross_entropy`")
                 continue
         else:
-            allowed = cfg.allowed_losses
+            allowed = losses_for(cfg.kind)
             kind = cfg.kind
         if allowed and loss.type not in allowed:
             ctx.report("E-LOSS-KIND", path + ("type",), f"a {kind} prediction cannot use {loss.type} loss",
@@ -135,9 +136,6 @@ def check_metrics(ctx: Context) -> None:
                 ok = sorted(m for m in known_metrics() if kind in (metric_kinds(m.replace('K', '10')) or ()))
                 ctx.report("E-METRIC", path, f"{metric} does not apply to a {kind} prediction",
                            f"use one of {', '.join(ok)}")
-            elif metric.startswith("recall@") and getattr(cfg, "loss", None) is not None \
-                    and cfg.loss.type != "contrastive":
-                pass  # recall@K over the batch is meaningful for labelled pairs too
 
 
 def check_squash(ctx: Context) -> None:
@@ -176,7 +174,9 @@ def check_tokenizers(ctx: Context) -> None:
                        f"WordPiece vocabulary, but '{name}' is pretrained: its embeddings expect the ids of "
                        "its own tokenizer", f"use `tokenizer: {{type: pretrained, name: {cfg.pretrained}}}`",
                        severity=WARNING)
-        vocab = (cfg.config or {}).get("vocab_size")
+        from .spec.hf import known_config  # a pretrained model's vocab_size too (cached, or fetched by --online)
+
+        vocab = (known_config(cfg.pretrained, cfg.config, ctx.base_dir) or {}).get("vocab_size")
         if tok.type == "wordpiece" and isinstance(vocab, int) and tok.vocab_size > vocab:
             ctx.report("E-VOCAB", g.path(cfg.input) + ("tokenizer", "vocab_size"), f"the tokenizer may emit ids "
                        f"up to {tok.vocab_size - 1}, but '{name}' embeds only {vocab}",
@@ -234,6 +234,16 @@ def check_loss_weighting(ctx: Context) -> None:
         ctx.report("E-LOSS-WEIGHTING", path, f"`{lw.type}` weights several losses against each other, but the "
                    f"spec has {len(preds)} loss" + ("" if len(preds) == 1 else "es") + " with a weight above 0",
                    "remove `loss_weighting` (fixed weights), or add heads with losses")
+    elif lw.type == "gradnorm" and lw.layer is not None and lw.layer not in shared_nodes(ctx.graph):
+        shared = shared_nodes(ctx.graph)
+        where = ("training", "loss_weighting", "layer")
+        if lw.layer not in ctx.graph.nodes:
+            ctx.report("E-REF", where, f"unknown node '{lw.layer}'",
+                       did_you_mean(lw.layer, shared or ctx.graph.nodes) or "name a node every loss reads")
+        else:
+            ctx.report("E-LOSS-WEIGHTING", where, f"'{lw.layer}' is not read by every loss ({', '.join(preds)}), "
+                       "or has no trainable layer of its own to share",
+                       "choose one of: " + ", ".join(shared) if shared else "leave `layer` out")
     elif lw.type == "gradnorm" and not shared_nodes(ctx.graph):
         ctx.report("E-LOSS-WEIGHTING", path, "gradnorm balances gradient norms on the last layer every loss "
                    f"trains, but the losses ({', '.join(preds)}) share no trainable encoder or fusion",

@@ -1,7 +1,10 @@
 """Command line: parses arguments and calls the pipeline; maps errors to exit codes, never tracebacks.
 
 Exit codes (defined in :mod:`archspec.errors`): 0 success, 1 invalid spec, 2 usage error,
-3 data error, 4 checkpoint/run error, 5 training error, 130 interrupted.
+3 data error, 4 checkpoint/run error, 5 training error, 6 output error, 7 pretrained files could not
+be fetched, 130 interrupted.
+
+Every ``--out`` is checked with :func:`archspec.output_paths.check_output_path` before any work.
 """
 
 from __future__ import annotations
@@ -14,6 +17,21 @@ from . import __version__
 from .errors import EXIT_INTERRUPTED, EXIT_INVALID, EXIT_OK, EXIT_USAGE, ArchspecError, SpecError, render_github
 
 
+def _count(lo: int, hi: int | None = None):
+    """An argparse type: an integer in ``[lo, hi]`` (the same bounds as the spec's field)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
+        if value < lo or (hi is not None and value > hi):
+            raise argparse.ArgumentTypeError(f"{value} is out of range: give a number "
+                                             + (f"from {lo} to {hi:,}" if hi is not None else f"≥ {lo}"))
+        return value
+
+    parse.__name__ = "number"
+    return parse
 class _DataAction(argparse.Action):
     """``--data [FILE]``: a YAML name after ``--data`` is a spec to validate, not a data file."""
 
@@ -35,6 +53,8 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("--format", choices=["text", "json", "github", "sarif"], default="text")
     v.add_argument("--shapes", action="store_true",
                    help="print every node's inferred output shape and parameter count")
+    v.add_argument("--online", action="store_true",
+                   help="fetch the config.json of hub models not in the cache (no torch, a few KB each)")
     v.add_argument("--run", metavar="RUN", help="count parameters with the vocabulary sizes RUN fitted")
     v.add_argument("--data", metavar="FILE", nargs="?", const=True, default=None, action=_DataAction,
                    help="also check the data's header against the spec (training.data files, or FILE)")
@@ -63,12 +83,14 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--data", metavar="FILE", help="training data (overrides training.data.train)")
     t.add_argument("--out", metavar="DIR", help="run directory (default runs/<name>)")
     t.add_argument("--resume", metavar="RUN", help="continue a run from its last checkpoint")
-    t.add_argument("--epochs", type=int, help="override training.epochs")
-    t.add_argument("--max-steps", type=int, help="stop after this many optimizer steps")
+    t.add_argument("--init-from", metavar="RUN",
+                   help="start from another run's weights, matched by node name (e.g. after unfreezing)")
+    t.add_argument("--epochs", type=_count(1, 100_000), metavar="N", help="override training.epochs (1 to 100,000)")
+    t.add_argument("--max-steps", type=_count(1), metavar="N", help="stop after this many optimizer steps (≥ 1)")
     t.add_argument("--plot", action="store_true", help="draw the learning curves to RUN/learning_curves.png")
     t.add_argument("--progress", choices=["auto", "bar", "lines"], default="auto",
                    help="live progress bar (default: when stdout is a terminal)")
-    t.add_argument("--nproc-per-node", type=int, default=1, metavar="N",
+    t.add_argument("--nproc-per-node", type=_count(1, 1024), default=1, metavar="N",
                    help="train with N processes (DistributedDataParallel via torchrun)")
     for flag, meta, what in _TORCHRUN_FLAGS:  # several machines: passed through to torchrun
         t.add_argument(flag, metavar=meta, help=what)
@@ -101,16 +123,26 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--out", metavar="FILE", help="also write the metrics as JSON here")
     e.add_argument("--baseline", action="store_true",
                    help="show trivial baselines (majority class, label frequency, popularity) next to the model")
+    e.add_argument("--checkpoint", default="best", metavar="best|last|STEP", type=_checkpoint,
+                   help="which weights: best (default), last, or the step of a kept checkpoint")
     e.add_argument("--catalogue", metavar="FILE",
                    help="two towers: also rank each test pair's candidate among every item of this catalogue "
                         "(recall@k, NDCG@k, MRR; see docs/retrieval.md)")
     e.add_argument("--id-column", metavar="COLUMN", help="with --catalogue: the column that identifies an item")
+    e.add_argument("--exclude-seen", action="store_true",
+                   help="with --catalogue: leave out of each test row's ranking the items its query (user) was "
+                        "paired with in the run's training file")
+    e.add_argument("--query-id-column", metavar="COLUMN",
+                   help="with --exclude-seen: the column that identifies a query (default: the query tower's "
+                        "categorical input)")
 
     pr = sub.add_parser("predict", help="probabilities and labels per head for every row of a data file")
     pr.add_argument("run", metavar="RUN")
     pr.add_argument("--data", metavar="FILE", required=True)
     pr.add_argument("--out", metavar="FILE", required=True, help=".csv, .jsonl or .parquet")
-    pr.add_argument("--show", type=int, default=0, metavar="N", help="also print the first N predictions")
+    pr.add_argument("--show", type=_count(0), default=0, metavar="N", help="also print the first N predictions")
+    pr.add_argument("--checkpoint", default="best", metavar="best|last|STEP", type=_checkpoint,
+                    help="which weights: best (default), last, or the step of a kept checkpoint")
 
     d = sub.add_parser("data", help="prepare the bundled real data sets the example specs read")
     dsub = d.add_subparsers(dest="data_command", metavar="ACTION")
@@ -124,10 +156,28 @@ def _parser() -> argparse.ArgumentParser:
 
     pl = sub.add_parser("plot", help="draw a run's learning curves to a PNG")
     pl.add_argument("run", metavar="RUN")
-    pl.add_argument("--out", metavar="FILE")
+    pl.add_argument("--out", metavar="FILE", help=".png (default RUN/learning_curves.png), .svg or .pdf")
+
+    f = sub.add_parser("fetch", help="download the pretrained models, tokenizers and weights specs name")
+    f.add_argument("files", nargs="+", metavar="SPEC", help="a spec file, or a run directory (its own spec)")
+    f.add_argument("--cache-dir", metavar="DIR",
+                   help="put everything under DIR (DIR/huggingface, DIR/torch) to copy to an offline machine")
+    for name in ("build", "train", "sweep", "evaluate", "predict", "serve", "embed", "index", "retrieve", "fetch"):
+        sub.choices[name].add_argument(
+            "--offline", action="store_true",
+            help="never reach the network: pretrained files come from the caches (also ARCHSPEC_OFFLINE=1)")
     return p
 
 
+def _checkpoint(text: str) -> str:
+    if text in ("best", "last") or text.isdigit():
+        return text
+    raise argparse.ArgumentTypeError(f"'{text}' is not best, last or a step number")
+
+
+def plural(n: int, word: str, many: str | None = None) -> str:
+    """``1 error``, ``2 errors``."""
+    return f"{n} {word if n == 1 else (many or word + 's')}"
 def _retrieval_parsers(sub) -> None:
     em = sub.add_parser("embed", help="embed every row of a data file with one tower of a two-tower run")
     em.add_argument("run", metavar="RUN")
@@ -170,6 +220,9 @@ def _retrieval_parsers(sub) -> None:
 
 
 def cmd_embed(args) -> int:
+    from .output_paths import check_output_path, run_inputs
+
+    check_output_path(args.out, inputs={args.data: "the data file", **run_inputs(args.run)}, kinds=(".parquet", ".npy"))
     from .retrieval import embed
 
     n, dim = embed(args.run, args.data, args.out, side=args.tower, head=args.head, id_column=args.id_column,
@@ -179,6 +232,9 @@ def cmd_embed(args) -> int:
 
 
 def cmd_index(args) -> int:
+    from .output_paths import check_output_path, run_inputs
+
+    check_output_path(args.out, inputs={args.data: "the catalogue", **run_inputs(args.run)}, directory=True)
     from .retrieval import build_index
 
     params = {"m": args.hnsw_m, "ef_construction": args.ef_construction, "ef_search": args.ef_search,
@@ -193,6 +249,10 @@ def cmd_index(args) -> int:
 
 
 def cmd_retrieve(args) -> int:
+    from .output_paths import PREDICTION_FORMATS, check_output_path, run_inputs
+
+    check_output_path(args.out, inputs={args.data: "the query file", args.index: "the index", **run_inputs(args.run)},
+                      kinds=PREDICTION_FORMATS)
     from .retrieval import retrieve
 
     df = retrieve(args.run, args.index, args.data, args.out, k=args.k, exclude=args.exclude,
@@ -220,6 +280,10 @@ def cmd_sweep(args) -> int:
     if args.resume is None and (args.file is None or args.config is None):
         print("archspec sweep: give SPEC --config SWEEP.yaml, or --resume DIR, or --show DIR", file=sys.stderr)
         return EXIT_USAGE
+    if args.out and args.resume is None:
+        from .output_paths import check_output_path
+
+        check_output_path(args.out, inputs={args.file: "the spec file", args.config: "the sweep file"}, directory=True)
     run_sweep(args.file, args.config, out=args.out, resume=args.resume, storage=args.storage,
               track=args.track, tracking_uri=args.tracking_uri)
     return EXIT_OK
@@ -238,13 +302,16 @@ def cmd_validate(args) -> int:
     from .load import is_spec_file
     from .params import count_for
 
+    from .hub import online_lookups
+
     args.files = [*(getattr(args, "data_specs", None) or []), *args.files]
     if not args.files:
         print("usage: archspec validate [options] FILE [FILE ...]\narchspec validate: error: the following "
               "arguments are required: FILE", file=sys.stderr)
         return EXIT_USAGE
     files = [f for f in args.files if not args.only_specs or is_spec_file(f)]
-    results = [check_file(f) for f in files]
+    with online_lookups(args.online):
+        results = [check_file(f) for f in files]
     if args.data is not None:
         results = [with_data_checks(r, None if args.data is True else args.data) for r in results]
     diags = [d for r in results for d in r.diagnostics]
@@ -267,8 +334,8 @@ def cmd_validate(args) -> int:
                 print(d.render())
             if r.ok(args.strict):
                 heads = len(r.graph.predictions()) if r.graph else 0
-                print(f"{r.file}: ok — {len(r.graph.nodes)} nodes, {heads} predictions"
-                      + (f", {len(r.warnings)} warnings" if r.warnings else ""))
+                print(f"{r.file}: ok — {plural(len(r.graph.nodes), 'node')}, {plural(heads, 'prediction')}"
+                      + (f", {plural(len(r.warnings), 'warning')}" if r.warnings else ""))
                 if args.shapes:
                     params = count_for(r, args.run)
                     width = max([len(str(c)) for c in params.nodes.values() if c.value is not None] or [0])
@@ -283,7 +350,8 @@ def cmd_validate(args) -> int:
         if bad:
             n_err = sum(len(r.errors) for r in results)
             n_warn = sum(len(r.warnings) for r in results)
-            print(f"{len(bad)} of {len(results)} specs invalid: {n_err} errors, {n_warn} warnings"
+            print(f"{len(bad)} of {len(results)} specs invalid: {plural(n_err, 'error')}, "
+                  f"{plural(n_warn, 'warning')}"
                   + (" (--strict)" if args.strict else ""), file=sys.stderr)
     return EXIT_OK if all(r.ok(args.strict) for r in results) else EXIT_INVALID
 
@@ -314,6 +382,14 @@ def cmd_train(args) -> int:
     if args.file is None and args.resume is None:
         print("archspec train: give a SPEC, or --resume RUN", file=sys.stderr)
         return EXIT_USAGE
+    if args.init_from and args.resume:
+        print("archspec train: --init-from starts a new run; --resume continues one — give only one",
+              file=sys.stderr)
+        return EXIT_USAGE
+    if args.out:
+        from .output_paths import check_output_path
+
+        check_output_path(args.out, inputs={args.file: "the spec file", args.data: "the data file"}, directory=True)
     several = any(getattr(args, f[2:].replace("-", "_")) is not None for f, _, _ in _TORCHRUN_FLAGS)
     if (args.nproc_per_node > 1 or several) and "WORLD_SIZE" not in __import__("os").environ:
         return _launch_distributed(args)
@@ -322,7 +398,7 @@ def cmd_train(args) -> int:
     progress = {"auto": None, "bar": True, "lines": False}[args.progress]
     track = {"backends": args.track, "uri": args.tracking_uri} if args.track or args.tracking_uri else None
     train(args.file, data=args.data, out=args.out, resume=args.resume, max_steps=args.max_steps,
-          epochs=args.epochs, progress=progress, plot=args.plot, track=track)
+          epochs=args.epochs, progress=progress, plot=args.plot, track=track, init_from=args.init_from)
     return EXIT_OK
 
 
@@ -365,37 +441,56 @@ def _launch_distributed(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from .inference import evaluate, format_metrics, metrics_json
+    from .output_paths import check_output_path, run_inputs, writing
 
+    if args.out:
+        check_output_path(args.out, inputs={args.data: "the data file", **run_inputs(args.run)}, kinds=(".json",))
+    if args.catalogue and args.checkpoint != "best":
+        print("archspec evaluate: --catalogue evaluates the best checkpoint; leave out --checkpoint", file=sys.stderr)
+        return EXIT_USAGE
+    from .inference import checkpoint_line, describe_checkpoint, evaluate, format_metrics, metrics_json
+
+    info = describe_checkpoint(args.run, args.checkpoint)
     if args.baseline:
-        metrics, base = evaluate(args.run, args.data, baseline=True)
+        metrics, base = evaluate(args.run, args.data, baseline=True, checkpoint=args.checkpoint)
     else:
-        metrics, base = evaluate(args.run, args.data), None
+        metrics, base = evaluate(args.run, args.data, checkpoint=args.checkpoint), None
     if args.catalogue:
         from .retrieval import catalogue_metrics
 
-        full, full_base, info = catalogue_metrics(args.run, args.data, args.catalogue, baseline=args.baseline,
-                                                  id_column=args.id_column)
+        full, full_base, cat = catalogue_metrics(args.run, args.data, args.catalogue, baseline=args.baseline,
+                                                 id_column=args.id_column, exclude_seen=args.exclude_seen,
+                                                 query_id_column=args.query_id_column)
         metrics.update(full)
         if base is not None:
             base.update(full_base or {})
-        print(f"catalogue: {info['catalogue_items']} items, {info['test_rows']} test rows"
-              + (f", {info['not_in_catalogue']} of whose items are not in the catalogue (counted as misses)"
-                 if info["not_in_catalogue"] else ""), file=sys.stderr)
-    payload = {"model": metrics, "baseline": base} if args.baseline else metrics
-    print(metrics_json(payload) if args.format == "json" else format_metrics(metrics, base))
+        print(f"catalogue: {cat['catalogue_items']} items, {cat['test_rows']} test rows"
+              + (f", {cat['not_in_catalogue']} of whose items are not in the catalogue (counted as misses)"
+                 if cat["not_in_catalogue"] else "")
+              + (f"; {cat['seen_excluded']} training items excluded" if cat["exclude_seen"] else ""),
+              file=sys.stderr)
+    payload = {"checkpoint": info, "model": metrics, **({"baseline": base} if base is not None else {})}
+    if args.format == "json":
+        print(metrics_json(payload))
+    else:
+        print(checkpoint_line(info))
+        print(format_metrics(metrics, base))
     if args.out:
-        from pathlib import Path
-
-        Path(args.out).write_text(metrics_json(payload) + "\n")
+        with writing(args.out) as path:
+            path.write_text(metrics_json(payload) + "\n")
     return EXIT_OK
 
 
 def cmd_predict(args) -> int:
-    from .inference import predict
+    from .output_paths import PREDICTION_FORMATS, check_output_path, run_inputs
 
-    df = predict(args.run, args.data, args.out)
-    print(f"wrote {len(df)} rows × {len(df.columns)} columns to {args.out}")
+    check_output_path(args.out, inputs={args.data: "the data file", **run_inputs(args.run)}, kinds=PREDICTION_FORMATS)
+    from .inference import checkpoint_line, describe_checkpoint, predict
+
+    info = describe_checkpoint(args.run, args.checkpoint)
+    df = predict(args.run, args.data, args.out, checkpoint=args.checkpoint)
+    print(checkpoint_line(info))
+    print(f"wrote {plural(len(df), 'row')} × {plural(len(df.columns), 'column')} to {args.out}")
     if args.show > 0:
         from .inference import show_predictions
 
@@ -418,6 +513,9 @@ def cmd_data(args) -> int:
             print(f"{name:{width}}  {ds.summary}")
         return EXIT_OK
     if args.data_command == "prepare":
+        from .output_paths import check_output_path
+
+        check_output_path(args.out, directory=True)
         names = list(datasets.DATASETS) if args.names == ["all"] else args.names
         for name in names:
             for path in datasets.prepare(name, args.out):
@@ -427,7 +525,18 @@ def cmd_data(args) -> int:
     return EXIT_USAGE
 
 
+def cmd_fetch(args) -> int:
+    from .fetch import fetch
+
+    fetch(args.files, cache_dir=args.cache_dir)
+    return EXIT_OK
+
+
 def cmd_plot(args) -> int:
+    from .output_paths import PLOT_FORMATS, check_output_path, run_inputs
+
+    if args.out:
+        check_output_path(args.out, inputs=run_inputs(args.run), kinds=PLOT_FORMATS)
     from .plot import plot_run
 
     print(plot_run(args.run, args.out))
@@ -436,10 +545,26 @@ def cmd_plot(args) -> int:
 
 COMMANDS = {"validate": cmd_validate, "diff": cmd_diff, "schema": cmd_schema, "build": cmd_build, "train": cmd_train,
             "evaluate": cmd_evaluate, "predict": cmd_predict, "embed": cmd_embed, "index": cmd_index,
-            "retrieve": cmd_retrieve, "plot": cmd_plot, "data": cmd_data, "sweep": cmd_sweep, "serve": cmd_serve}
+            "retrieve": cmd_retrieve, "plot": cmd_plot, "data": cmd_data, "sweep": cmd_sweep, "serve": cmd_serve,
+            "fetch": cmd_fetch}
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    """Warnings about the user's data are one ``archspec: warning:`` line; others as Python shows them."""
+    from .errors import DataWarning
+
+    if issubclass(category, DataWarning):
+        print(f"archspec: warning: {message}", file=sys.stderr)
+    else:
+        _python_showwarning(message, category, filename, lineno, file, line)
 
 
 def main(argv=None) -> int:
+    import warnings
+
+    global _python_showwarning
+    if warnings.showwarning is not _show_warning:
+        _python_showwarning, warnings.showwarning = warnings.showwarning, _show_warning
     parser = _parser()
     try:
         args = parser.parse_args(argv)
@@ -448,6 +573,10 @@ def main(argv=None) -> int:
     if not args.command:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
+    if getattr(args, "offline", False):
+        from .hub import go_offline
+
+        go_offline()
     try:
         return COMMANDS[args.command](args)
     except SpecError as exc:

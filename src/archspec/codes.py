@@ -53,6 +53,9 @@ CODES: dict[str, tuple[str, str]] = {
     "E-REF-KIND": ("Wrong kind of node read",
                    "An edge connects nodes that cannot be connected: e.g. a head reading a head, or a late "
                    "fusion (which combines predictions) reading features."),
+    "E-REF-OUTPUT": ("Unknown task output",
+                     "A `NODE.TASK` reference names a task output the node does not have, or a node with one "
+                     "output per task (`mmoe`) is read without naming the task."),
     "E-CYCLE": ("Cycle", "The graph has a cycle; a spec is a directed acyclic graph."),
     "E-NO-HEADS": ("No heads", "Nothing is predicted or trained: add a head."),
     # --- shapes and semantics
@@ -62,6 +65,9 @@ CODES: dict[str, tuple[str, str]] = {
     "E-FLOAT-IDS": ("Token ids read as floats",
                     "Token ids arrive through a float input; a transformer or embedding needs a `text` input "
                     "that gives int64 ids and an attention mask."),
+    "E-SEQUENCE": ("Sequence where a vector is expected (or the reverse)",
+                   "A sequence (B, T, D) reaches a node that reads one vector per example, or a pooled vector "
+                   "reaches a cross-attention fusion that attends over a sequence: set the encoder's pooling."),
     "E-SHAPE": ("Shape mismatch",
                 "Inferred shapes do not fit: towers of different widths, an image too small for the stages, "
                 "a weight list of the wrong length, a hidden size not divisible by the heads, ..."),
@@ -89,6 +95,9 @@ CODES: dict[str, tuple[str, str]] = {
     "E-METRIC": ("Metric unknown or not applicable",
                  "The metric does not exist or does not apply to this prediction (e.g. mae on a classifier), or "
                  "early stopping names a metric the head does not report."),
+    "E-LOSS-WEIGHTING": ("Loss weighting cannot work",
+                         "A learned `training.loss_weighting` (uncertainty, gradnorm, dwa) needs at least two "
+                         "losses, and gradnorm needs a trainable node they share."),
     "W-SQUASH": ("Squashing activation before the output",
                  "A softmax/sigmoid feeds a head that applies its own softmax/sigmoid in the loss: the model "
                  "trains on probabilities of probabilities. Usually a mistake copied from Keras code."),
@@ -99,15 +108,22 @@ CODES: dict[str, tuple[str, str]] = {
     "W-SIM-BCE": ("Raw similarity as a logit",
                   "A cosine or euclidean score fed straight into binary cross-entropy caps the predicted "
                   "probability (0.73 for cosine): add a temperature or a learned scale."),
+    "W-SIM-TEMPERATURE": ("Temperature applied twice",
+                          "A contrastive similarity head sets both its own `temperature` and the loss's: the "
+                          "score is divided twice. Keep one."),
     "W-BACKBONE": ("Backbone not in archspec's table",
                    "The torchvision model is unknown to archspec: its width (and parameter count) is only known "
                    "at build. Check the name."),
-    "N-WEIGHTS": ("Named weights must be cached",
-                  "Named torchvision weights are read from the local torch hub cache; archspec never downloads "
-                  "at build time."),
+    "W-MMOE-LEVELS": ("MMoE levels without task experts",
+                      "Several `levels` without `task_experts` stack identical mixtures of the same experts: "
+                      "more parameters, no new structure. Set `task_experts` (PLE) or `levels: 1`."),
+    "N-WEIGHTS": ("Named weights are downloaded on first build",
+                  "Named torchvision weights are downloaded by torchvision into the torch hub cache on first "
+                  "build (offline, they must be there already: `archspec fetch` puts them there)."),
     "N-DEFERRED": ("Width deferred to build",
-                   "A pretrained model is not on this machine, so its width (and what depends on it) is checked "
-                   "only when the model is built."),
+                   "A pretrained hub model is not in the local cache (or `validate --online` could not look it "
+                   "up: the note says why), so its width (and what depends on it) is checked only when the "
+                   "model is built. `archspec validate --online` reads its config.json from the hub now."),
     # --- inline transformer configs
     "E-HF-CONFIG": ("Invalid inline transformer config value",
                     "A size, count or probability inside an inline transformer `config:` is invalid (e.g. a "
@@ -115,6 +131,17 @@ CODES: dict[str, tuple[str, str]] = {
     "W-HF-KEY": ("Unknown inline transformer config key",
                  "The key is not a field of this model type's transformers config; transformers would store it "
                  "and ignore it, so the setting silently has no effect."),
+    # --- sweep files (archspec sweep)
+    "E-SWEEP": ("Sweep file does not fit its spec",
+                "The sweep file names a metric the spec does not report, a node the spec does not have, a path "
+                "that cannot be written, a continuous distribution under the grid sampler, or a `first_trials` "
+                "value outside its distribution. The sweep would fail or search the wrong thing."),
+    "E-SWEEP-TRIAL": ("Sweep trial made the spec invalid",
+                      "The values drawn for a trial made the spec invalid; that trial failed. Narrow the "
+                      "parameter's range or choices."),
+    "W-SWEEP-SPACE": ("Sweep range reaches invalid specs",
+                      "An edge of a parameter's range makes the spec invalid on its own: trials that draw it "
+                      "will fail. Narrow the range."),
     # --- validate --data
     "E-DATA-FILE": ("Data file unreadable", "A data file given to `validate --data` is missing or does not parse."),
     "E-DATA-COLUMN": ("Column missing from the data",

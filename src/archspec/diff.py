@@ -30,7 +30,8 @@ from .pipeline import Checked, check_file, check_text
 
 SECTIONS = ("inputs", "encoders", "fusions", "heads")
 #: fields whose change alters a module's parameters or buffers even at an equal count
-STRUCTURAL = {"norm", "branch_norm", "model", "config", "pretrained", "kernel_size"}
+STRUCTURAL = {"norm", "branch_norm", "model", "config", "pretrained", "kernel_size",
+              "tasks"}  # an mmoe's gates are per task, in this order
 _LOSS_KEYS = {"loss", "metrics", "threshold"}
 
 
@@ -128,6 +129,12 @@ def _ref_keys(cfg) -> set:
     return {rel[0] for rel, _ in cfg.references()}
 
 
+def _renamed(ref: str, mapping: dict) -> str:
+    """A reference with its node renamed: ``moe.genres`` follows a rename of ``moe``."""
+    node, dot, port = ref.partition(".")
+    return mapping.get(node, node) + dot + port
+
+
 def _mapped(dump: dict, cfg, mapping: dict) -> dict:
     """``dump`` with every reference renamed through ``mapping`` (OLD names → NEW names)."""
     out = copy.deepcopy(dump)
@@ -135,7 +142,7 @@ def _mapped(dump: dict, cfg, mapping: dict) -> dict:
         target = out
         for part in rel[:-1]:
             target = target[part]
-        target[rel[-1]] = mapping.get(ref, ref)
+        target[rel[-1]] = _renamed(ref, mapping)
     if isinstance(out.get("project"), dict):  # an early fusion's per-branch widths, keyed by branch name
         out["project"] = {mapping.get(k, k): v for k, v in out["project"].items()}
     return out
@@ -203,7 +210,17 @@ def _category(path: tuple) -> str:
 
 
 def diff_checked(old: Checked, new: Checked) -> Diff:
-    """The semantic diff of two valid checked specs."""
+    """The semantic diff of two valid checked specs.
+
+    Example:
+        >>> spec = "archspec: 1\\nname: m\\ninputs: {{x: {{type: numeric, columns: {}}}}}\\n" \\
+        ...        "heads: {{y: {{type: regression, from: x}}}}\\n"
+        >>> d = diff_checked(check_text(spec.format("[a]")), check_text(spec.format("[a, b]")))
+        >>> summary(d)
+        '1 field changed, 1 shape changed, parameters 2 → 3 (+1), checkpoint-incompatible'
+        >>> d.fields[0]["path"], d.fields[0]["old"], d.fields[0]["new"], d.fields[0]["line"]
+        ('inputs.x.columns', ['a'], ['a', 'b'], 3)
+    """
     d = Diff(old.file, new.file)
     on, nn_ = _nodes(old), _nodes(new)
     ren = _renames(on, nn_)
@@ -250,8 +267,8 @@ def diff_checked(old: Checked, new: Checked) -> Diff:
             own_change.add(name)
             if path and path[0] in STRUCTURAL:
                 structural.add(name)
-        oedges = [ren.get(s, s) for s in old.graph.edges.get(oname, [])]
-        nedges = list(new.graph.edges.get(name, []))
+        oedges = [_renamed(s, ren) for s in _sources(old.graph, oname)]
+        nedges = _sources(new.graph, name)
         if oedges != nedges:
             key = sorted(_ref_keys(cfg))
             path = (sec, name, key[0]) if len(key) == 1 else (sec, name)
@@ -301,6 +318,11 @@ def diff_checked(old: Checked, new: Checked) -> Diff:
     return d
 
 
+def _sources(g, name: str) -> list:
+    """What a node reads, with the task output where it reads one (``moe.genres``)."""
+    return list(g.sources(name))
+
+
 def _qual(c: Checked, name: str) -> str:
     return f"{c.graph.section[name]}.{name}"
 
@@ -311,7 +333,10 @@ def _count(rep, name):
 
 
 def _param_row(node, a, b) -> dict:
-    row = {"node": node, "old": None if a is None else str(a), "new": None if b is None else str(b), "delta": None}
+    """Old and new counts as text (``≤ 4,260``, ``deferred (...)``) and as numbers, and the change."""
+    row = {"node": node, "old": None if a is None else str(a), "new": None if b is None else str(b), "delta": None,
+           "old_value": None if a is None else a.value, "new_value": None if b is None else b.value,
+           "bound": bool((a is not None and a.bound) or (b is not None and b.bound))}
     av = 0 if a is None else a.value
     bv = 0 if b is None else b.value
     if av is not None and bv is not None:

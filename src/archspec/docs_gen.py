@@ -33,30 +33,6 @@ FILLED_BY_VALIDATOR = {
     ("loss", "type"): "the natural loss of its head ([defaults](#default-losses)) or late fusion",
 }
 
-#: Meanings of fields whose model has no attribute docstring yet (so the JSON Schema, and an
-#: editor's hover, has no description). Used only while the schema lacks one: the right fix is
-#: a docstring on the field, after which the entry here is ignored and can be deleted.
-FALLBACK_DESCRIPTIONS = {
-    ("CNNEncoderConfig", "activation"): "Activation of each conv stage (after its normalisation).",
-    ("TrainingConfig", "data"): "Where the training, validation and test data are.",
-    ("TrainingConfig", "optimizer"): "The optimizer; Adam with Keras' defaults when left out.",
-    ("TrainingConfig", "schedule"): "The learning-rate schedule; constant when left out.",
-    ("TrainingConfig", "batch_size"): "Examples per batch.",
-    ("TrainingConfig", "epochs"): "Passes over the training split (see `max_steps`).",
-    ("TrainingConfig", "early_stopping"): "Stop when a validation metric stops improving; off when `null`.",
-    ("EarlyStoppingConfig", "min_delta"): "Smallest change of the metric that counts as an improvement.",
-    ("AdamConfig", "betas"): "Decay rates of the running averages of the gradient and of its square.",
-    ("AdamWConfig", "betas"): "Decay rates of the running averages of the gradient and of its square.",
-    ("AdamWConfig", "eps"): "Added to the denominator for numerical stability (PyTorch's default).",
-    ("AdamWConfig", "weight_decay"): "Decoupled weight decay (PyTorch's AdamW default).",
-    ("SGDConfig", "lr"): "Learning rate (peak rate when a schedule is used).",
-    ("SGDConfig", "momentum"): "Momentum factor; 0 is plain SGD.",
-    ("SGDConfig", "nesterov"): "Use Nesterov momentum (needs `momentum` > 0).",
-    ("CosineScheduleConfig", "warmup_steps"): "Steps of linear warmup from 0 to the peak rate.",
-    ("CosineScheduleConfig", "min_lr"): "Learning rate at the end of the decay.",
-    ("LinearScheduleConfig", "warmup_steps"): "Steps of linear warmup from 0 to the peak rate.",
-}
-
 #: Models documented under their own heading (not components): ``$defs`` name → (title, anchor).
 _MODEL_HEADINGS = {
     "TrainingConfig": ("The `training` mapping", "the-training-mapping"),
@@ -172,7 +148,7 @@ class _Doc:
             p = props[n]
             filled = FILLED_BY_VALIDATOR.get((owner[0], n)) if owner else None
             default = filled if filled and "default" not in p else self.default_text(p, n in required)
-            desc = _oneline(p.get("description", "")) or FALLBACK_DESCRIPTIONS.get((d.get("title"), n), "")
+            desc = _oneline(p.get("description", ""))
             if n == "type" and "const" in p and owner and not desc:
                 desc = f"Selects this {owner[0]} type."
             desc = desc or "—"
@@ -270,8 +246,9 @@ _MINIMAL_HEADS = {
 
 
 def losses_block() -> str:
-    """Default and allowed losses per head type, from the head configs themselves."""
+    """Default and allowed losses per head type, from the head and loss configs themselves."""
     from .registry import REGISTRIES
+    from .spec.losses import losses_for
 
     rows = ["| Head type | Output | Default loss | Allowed losses |", "|---|---|---|---|"]
     outputs = {"multiclass": "`(B, C)` logits", "multilabel": "`(B, L)` logits", "binary": "`(B,)` logits",
@@ -279,7 +256,7 @@ def losses_block() -> str:
     for name in REGISTRIES["head"].names():
         cfg = REGISTRIES["head"].configs[name]
         rows.append(f"| `{name}` | {outputs.get(name, '—')} | `{cfg.default_loss}` | "
-                    + ", ".join(f"`{x}`" for x in cfg.allowed_losses) + " |")
+                    + ", ".join(f"`{x}`" for x in losses_for(cfg.kind)) + " |")
     return "\n".join(rows)
 
 

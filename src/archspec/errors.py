@@ -9,8 +9,7 @@ in one run.
 from __future__ import annotations
 
 import difflib
-import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Iterable, Sequence
 
 ERROR = "error"
@@ -27,6 +26,8 @@ EXIT_USAGE = 2  # bad command-line arguments
 EXIT_DATA = 3  # the data does not match the spec
 EXIT_CHECKPOINT = 4  # a run directory or checkpoint is missing, corrupt or does not fit
 EXIT_TRAINING = 5  # training cannot go on
+EXIT_OUTPUT = 6  # an output location cannot be written
+EXIT_FETCH = 7  # `archspec fetch` could not get some pretrained files
 EXIT_INTERRUPTED = 130  # Ctrl-C
 
 
@@ -114,10 +115,6 @@ def _gh_prop(value: str) -> str:
             .replace(":", "%3A").replace(",", "%2C"))
 
 
-def render_json(diags: Sequence[Diagnostic]) -> str:
-    return json.dumps([d.to_dict() for d in diags], indent=2)
-
-
 class ArchspecError(ValueError):
     """Root of every error archspec raises for a user's mistake."""
 
@@ -136,6 +133,23 @@ class SpecError(ArchspecError):
 
     def render(self) -> str:
         return "\n".join(d.render() for d in self.diagnostics)
+
+
+class UsageError(ArchspecError):
+    """The command line asks for something that cannot be done (e.g. ``--out`` naming an input)."""
+
+    exit_code = EXIT_USAGE
+
+
+class OutputError(ArchspecError):
+    """An output location cannot be written (a path under a file, a read-only place, ...)."""
+
+    exit_code = EXIT_OUTPUT
+
+
+class DataWarning(UserWarning):
+    """Data that works but is probably not what was meant (e.g. label names holding spaces); the
+    CLI prints it as one ``archspec: warning:`` line."""
 
 
 class ShapeError(ArchspecError):
@@ -162,3 +176,9 @@ class TrainingError(ArchspecError):
     """Training cannot go on (e.g. a non-finite loss with ``on_nonfinite: error``)."""
 
     exit_code = EXIT_TRAINING
+
+
+class FetchError(ArchspecError):
+    """``archspec fetch`` could not get some pretrained files; the message names each one and why."""
+
+    exit_code = EXIT_FETCH

@@ -279,3 +279,45 @@ def prediction_metrics(g: Graph, name: str) -> list[str]:
     if not names and g.is_late(name) and cfg.inputs and cfg.inputs[0] in g.nodes and cfg.inputs[0] != name:
         return prediction_metrics(g, cfg.inputs[0])
     return names
+
+
+def prediction_threshold(g: Graph, name: str) -> float | None:
+    """Probability above which a multilabel/binary prediction predicts a label: the head's
+    `threshold`; for a late fusion its own `threshold`, else its first member's. ``None`` for
+    other kinds. The one answer used by metrics, ``predict`` and hard votes alike."""
+    seen = set()
+    while name in g.nodes and name not in seen:
+        seen.add(name)
+        cfg = g.nodes[name]
+        if g.is_late(name):
+            if cfg.threshold is not None:
+                return cfg.threshold
+            if not cfg.inputs:
+                return None
+            name = cfg.inputs[0]
+            continue
+        return getattr(cfg, "decision_threshold", None)
+    return None
+
+
+def prediction_target(g: Graph, name: str) -> str | None:
+    """Data column holding a prediction's labels (a late fusion's defaults to its members')."""
+    space, target = label_space(g, name)
+    if target is not None:
+        return target
+    cfg = g.nodes.get(name)
+    return (getattr(cfg, "target", None) or name) if cfg is not None and g.section.get(name) == "heads" else None
+
+
+def output_activation(g: Graph, name: str) -> str | None:
+    """``softmax``/``sigmoid`` that turns a prediction's logits into probabilities (``None`` for values)."""
+    seen = set()
+    while name in g.nodes and name not in seen:
+        seen.add(name)
+        cfg = g.nodes[name]
+        if not g.is_late(name):
+            return getattr(cfg, "output_activation", None)
+        if not cfg.inputs:
+            return None
+        name = cfg.inputs[0]
+    return None

@@ -5,28 +5,91 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import torch
-
 from . import checkpoint as ckpt
 from .build import compile_loss, compile_spec
-from .graph import prediction_kind
 from .errors import CheckpointError, DataError
+from .graph import prediction_kind, prediction_target
+from .outputs import evaluate_outputs, label_names, predicted_labels, run_model, tensor_batches, to_probabilities
 from .pipeline import check_text
-from .outputs import evaluate_outputs, label_names, run_model, tensor_batches, to_probabilities
 
 
-def load_run(run_dir, which: str = "best"):
-    """``(model, preprocessor, checked)`` of a run, with the ``best`` (else ``last``) weights."""
+def describe_checkpoint(run_dir, which="best") -> dict:
+    """Which checkpoint ``which`` (``best``, ``last`` or a step number) names in a run, and why.
+
+    Returns:
+        ``{"checkpoint": "best"|"last", "step", "epoch", "metric", "value"}``: the pointer used
+        (``best`` falls back to ``last`` when the run has none), the optimizer step and epoch it was
+        saved at (``epoch`` is ``None`` for a checkpoint saved mid-epoch), and the validation metric
+        that chooses ``best`` with its value at that epoch (``None`` without validation data).
+
+    Raises:
+        CheckpointError: not a run directory, or no checkpoint at that step.
+    """
+    ckpt_dir = Path(run_dir) / "checkpoints"
+    if not ckpt_dir.is_dir():
+        raise CheckpointError(f"{run_dir} is not a trained run directory (no checkpoints/)")
+    pointers = {n: p for n in ("best", "last") if (p := ckpt.read_pointer(ckpt_dir, n, missing_ok=True))}
+    if not pointers:
+        raise CheckpointError(f"{run_dir} has no checkpoint yet — train it first")
+    which = str(which)
+    if which in ("best", "last"):
+        name = which if which in pointers else "last" if "last" in pointers else "best"
+    else:
+        name = next((n for n, p in pointers.items() if str(p.get("step")) == which), None)
+        if name is None:
+            kept = ", ".join(f"{p.get('step')} ({n})" for n, p in pointers.items())
+            raise CheckpointError(f"{run_dir} has no checkpoint at step {which}: it keeps steps {kept} — "
+                                  "use --checkpoint best, last or one of these steps")
+    step = pointers[name].get("step")
+    metric = _selection_metric(run_dir)
+    record = next((r for r in reversed(_metric_records(run_dir)) if r.get("step") == step), None)
+    return {"checkpoint": name, "step": step, "epoch": record.get("epoch") if record else None,
+            "metric": metric, "value": record.get(f"val/{metric}") if record else None}
+
+
+def _selection_metric(run_dir) -> str:
+    """The validation metric that picks ``best``: ``training.early_stopping.metric``, else ``loss``."""
+    try:
+        resolved = json.loads((Path(run_dir) / "resolved_spec.json").read_text())
+        return ((resolved.get("training") or {}).get("early_stopping") or {}).get("metric") or "loss"
+    except (OSError, ValueError, AttributeError):
+        return "loss"
+
+
+def _metric_records(run_dir) -> list[dict]:
+    out = []
+    try:
+        lines = (Path(run_dir) / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return out
+    for line in lines:
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            continue
+    return out
+
+
+def checkpoint_line(info: dict) -> str:
+    """``checkpoint best: step 36, epoch 3 (validation loss 0.4123)`` for text output."""
+    where = f"step {info['step']}" + (f", epoch {info['epoch']}" if info.get("epoch") is not None else ", mid-epoch")
+    why = f" (validation {info['metric']} {info['value']:.4f})" if isinstance(info.get("value"), (int, float)) else ""
+    return f"checkpoint {info['checkpoint']}: {where}{why}"
+
+
+def load_run(run_dir, which="best"):
+    """``(model, preprocessor, checked)`` of a run, with the weights of checkpoint ``which``:
+    ``best`` (else ``last``), ``last`` or a step number (see :func:`describe_checkpoint`)."""
     from .data import Preprocessor
     from .train import RunPaths, _stored_base
 
     run = RunPaths(Path(run_dir))
     if not run.spec.is_file() or not run.checkpoints.is_dir():
         raise CheckpointError(f"{run_dir} is not a trained run directory (no spec.yaml / checkpoints/)")
+    name = describe_checkpoint(run_dir, which)["checkpoint"]
     checked = check_text(run.spec.read_text(), str(run.spec), base_dir=_stored_base(run)).raise_for_errors()
     pre = Preprocessor.load(run.preprocess, checked)
-    model = compile_spec(checked, preprocessor=pre)
-    name = which if ckpt.read_pointer(run.checkpoints, which, missing_ok=True) else "last"
+    model = compile_spec(checked, preprocessor=pre, weights_from_run=run.root)  # no pretrained download
     try:
         model.load_state_dict(ckpt.load_weights(run.checkpoints, name))
     except RuntimeError as exc:
@@ -60,7 +123,7 @@ def _loader(checked, pre, data_file, *, need_targets: bool, batch_size: int, mem
     return with_members(checked, pre, loader, table, log=lambda *a: None)
 
 
-def evaluate(run_dir, data_file, batch_size: int = 256, baseline: bool = False):
+def evaluate(run_dir, data_file, batch_size: int = 256, baseline: bool = False, checkpoint="best"):
     """Metrics of a trained run on a labelled file, keyed ``HEAD/METRIC`` (plus losses).
 
     Reads the file through the same data loader as training; memory holds the model's outputs and
@@ -69,7 +132,7 @@ def evaluate(run_dir, data_file, batch_size: int = 256, baseline: bool = False):
     With ``baseline=True`` returns ``(metrics, baseline_metrics)``: the trivial baselines of
     :mod:`archspec.baselines` (fitted on the run's training split) on the same file.
     """
-    model, pre, checked = load_run(run_dir)
+    model, pre, checked = load_run(run_dir, checkpoint)
     from .baselines import baseline_inputs, baseline_metrics
 
     keep = baseline_inputs(model) if baseline else []
@@ -89,6 +152,8 @@ def evaluate(run_dir, data_file, batch_size: int = 256, baseline: bool = False):
         raise CheckpointError(f"{run_dir} has no baseline.json (trained by an older archspec)")
     x = result[2]
     if not x:
+        import torch
+
         x = {"_rows": torch.zeros(len(next(iter(y.values()))) if y else 0)}
     return metrics, baseline_metrics(model, json.loads(path.read_text()), x, y)
 
@@ -128,29 +193,27 @@ def prediction_frame(model, pre, checked, outputs: dict, index):
             continue
         probs = to_probabilities(model, name, out)
         names = label_names(model, pre, name)
-        cfg = model.node_configs[name]
+        labels = predicted_labels(model, name, out)  # the same labels the metrics score
         if kind == "multiclass":
             names = names or [str(i) for i in range(probs.shape[1])]
-            cols[name] = [names[i] for i in probs.argmax(1).tolist()]
+            cols[name] = [names[i] for i in labels.tolist()]
             for j, label in enumerate(names):
                 cols[f"{name}.prob.{label}"] = probs[:, j].numpy()
         elif kind == "multilabel":
             names = names or [str(i) for i in range(probs.shape[1])]
-            thr = getattr(cfg, "threshold", 0.5)
-            cols[name] = ["|".join(n for n, p in zip(names, row) if p > thr) for row in probs.tolist()]
+            cols[name] = ["|".join(n for n, on in zip(names, row) if on) for row in labels.tolist()]
             for j, label in enumerate(names):
                 cols[f"{name}.prob.{label}"] = probs[:, j].numpy()
         elif kind == "binary":
-            cols[name] = (probs > getattr(cfg, "threshold", 0.5)).long().numpy()
+            cols[name] = labels.numpy()
             cols[f"{name}.prob"] = probs.numpy()
         elif kind == "similarity":
             cols[f"{name}.score"] = out.numpy()
-            cols[f"{name}.prob"] = torch.sigmoid(out).numpy()
+            cols[f"{name}.prob"] = probs.numpy()
     return pd.DataFrame(cols, index=index)
 
 
-@torch.no_grad()
-def predict(run_dir, data_file, out_file, batch_size: int = 256):
+def predict(run_dir, data_file, out_file, batch_size: int = 256, checkpoint="best"):
     """Probabilities and labels of every prediction for every row, in the input's order, written
     batch by batch (CSV, JSON Lines or Parquet by ``out_file``'s extension): memory stays flat
     whatever the size of the file.
@@ -162,12 +225,17 @@ def predict(run_dir, data_file, out_file, batch_size: int = 256):
     Returns:
         a :class:`~archspec.data.writers.Written` summary (rows, columns, the first rows).
     """
-    from .data.writers import PredictionWriter
+    import torch
 
-    model, pre, checked = load_run(run_dir)
+    from .data.writers import PredictionWriter
+    from .output_paths import PREDICTION_FORMATS, check_output_path, run_inputs, writing
+
+    check_output_path(out_file, inputs={data_file: "the data file", **run_inputs(run_dir)}, kinds=PREDICTION_FORMATS)
+    model, pre, checked = load_run(run_dir, checkpoint)
     loader = _loader(checked, pre, data_file, need_targets=False, batch_size=batch_size)
     try:
-        with PredictionWriter(out_file, rows=checked.spec.training.on_bad_row == "skip") as writer:
+        with writing(out_file) as out_path, torch.no_grad(), \
+                PredictionWriter(out_path, rows=checked.spec.training.on_bad_row == "skip") as writer:
             for inputs, _, rows in loader:
                 if not len(rows):
                     continue
@@ -197,26 +265,38 @@ def metrics_json(metrics: dict) -> str:
 
 def show_predictions(run_dir, data_file, predictions, n: int) -> str:
     """The first ``n`` rows: the text inputs (shortened), each prediction and, where the file has
-    it, the true label."""
+    it, the true label. A similarity head shows its score and probability, a binary head its
+    probability; an empty label set shows as ``(none)``."""
     from .data import open_table
+    from .data.convert import is_missing
+    from .train import RunPaths, _stored_base
 
-    model, pre, checked = load_run(run_dir)
-    df = open_table(data_file).head(n)
+    run = RunPaths(Path(run_dir))
+    checked = check_text(run.spec.read_text(), str(run.spec), base_dir=_stored_base(run)).raise_for_errors()
+    df = open_table(data_file).head(n)  # only these rows are read
     g = checked.graph
+    names = [p for p in g.predictions() if p in predictions.columns or f"{p}.score" in predictions.columns]
+    width = max((len(p) for p in names), default=0)
+
+    def text(value) -> str:
+        return "(none)" if is_missing(value) or str(value).strip() == "" else str(value)
+
     lines = []
     for i in range(min(n, len(df))):
-        row = df.iloc[i]
+        row, pred = df.iloc[i], predictions.iloc[i]
         texts = [str(row[cfg.column]) for cfg in checked.spec.inputs.values()
                  if cfg.type == "text" and cfg.column in df.columns]
         head = " | ".join(t if len(t) <= 70 else t[:67] + "..." for t in texts) or f"row {i + 1}"
         lines.append(f"[{i + 1}] {head}")
-        for name in model.predictions:
-            if name not in predictions.columns:
-                continue
-            cfg = g.nodes[name]
-            column = getattr(cfg, "target", None) or name
-            if g.is_late(name) and column == name and cfg.inputs:
-                column = getattr(g.nodes[cfg.inputs[0]], "target", None) or column
-            truth = f"   (true: {row[column]})" if column in df.columns else ""
-            lines.append(f"      {name:<16} {predictions.iloc[i][name]}{truth}")
+        for name in names:
+            kind = prediction_kind(g, name)
+            if kind == "similarity":
+                shown = f"score {pred[f'{name}.score']:.4f}  prob {pred[f'{name}.prob']:.4f}"
+            elif kind == "binary":
+                shown = f"{pred[name]}  prob {pred[f'{name}.prob']:.4f}"
+            else:
+                shown = text(pred[name])
+            column = prediction_target(g, name)
+            truth = f"   (true: {text(row[column])})" if column in df.columns else ""
+            lines.append(f"      {name:<{width}}  {shown}{truth}")
     return "\n".join(lines)

@@ -23,8 +23,6 @@ import torch
 
 from .errors import TrainingError
 
-REGRESSION_LOSSES = ("mse", "huber")
-
 
 class LossWeighting:
     """``fixed`` weighting, and the interface of the learned ones.
@@ -314,7 +312,7 @@ class DWAWeighting(LossWeighting):
         self._w = self._compute()
 
 
-def last_shared_layer(model) -> tuple[str, list[str], list[torch.nn.Parameter]]:
+def last_shared_layer(model, node: str | None = None) -> tuple[str, list[str], list[torch.nn.Parameter]]:
     """``(node, parameter names, weights)`` of the last shared layer: the last weight matrix (or
     kernel, or embedding table) of the last node every loss reads. When that node has no weights
     of its own (an early fusion that only concatenates, an identity encoder), the last layers of
@@ -340,10 +338,10 @@ def last_shared_layer(model) -> tuple[str, list[str], list[torch.nn.Parameter]]:
             return [last]
         return [x for src in g.edges.get(node, []) for x in last_layers(src, seen)]
 
-    for node in reversed(shared_nodes(g)):
-        found = last_layers(node, set())
+    for name in ([node] if node else reversed(shared_nodes(g))):
+        found = last_layers(name, set())
         if found:
-            return node, [n for n, _ in found], [p for _, p in found]
+            return name, [n for n, _ in found], [p for _, p in found]
     raise TrainingError("gradnorm needs a layer that every loss trains, but the losses share no trainable "
                         "layer — read the heads from one shared encoder or fusion, or use `loss_weighting: "
                         "{type: uncertainty}` / `dwa`")
@@ -362,10 +360,10 @@ def make_weighting(cfg, model, loss_fn, world: int = 1) -> LossWeighting:
                             "process would learn its own weights) — train on one process, or use fixed weights")
     device = next((p.device for p in model.parameters()), None)
     if cfg.type == "uncertainty":
-        regression = [model.node_configs[n].loss.type in REGRESSION_LOSSES for n, *_ in loss_fn.terms]
+        regression = ["regression" in getattr(model.node_configs[n].loss, "applies_to", ()) for n, *_ in loss_fn.terms]
         return UncertaintyWeighting(loss_fn, cfg.init_log_variance, regression, device)
     if cfg.type == "gradnorm":
-        _, _, layer = last_shared_layer(model)
+        _, _, layer = last_shared_layer(model, cfg.layer)
         return GradNormWeighting(loss_fn, layer, cfg.alpha, cfg.lr)
     if cfg.type == "dwa":
         return DWAWeighting(loss_fn, cfg.temperature)

@@ -66,14 +66,35 @@ def _mean_auc(probs: torch.Tensor, onehot: torch.Tensor) -> float:
     return sum(vals) / len(vals) if vals else math.nan
 
 
+DEFAULT_THRESHOLD = 0.5
+
+
+def decide_labels(kind: str, probs: torch.Tensor, threshold: float | None = None) -> torch.Tensor:
+    """The labels a prediction predicts from its probabilities — the one rule behind metrics,
+    ``archspec predict`` and hard votes.
+
+    ``multiclass``: the index of the most probable class, ``(N,)``. ``multilabel``/``binary``
+    (and a similarity's probability): 1 where the probability is above ``threshold`` (the head's,
+    see :func:`archspec.graph.prediction_threshold`; 0.5 when ``None``), else 0, same shape as
+    ``probs``.
+
+    Example:
+        >>> decide_labels("multilabel", torch.tensor([[0.2, 0.7]]), 0.0).tolist()
+        [[1, 1]]
+    """
+    if kind == "multiclass":
+        return probs.argmax(-1)
+    return (probs > (DEFAULT_THRESHOLD if threshold is None else threshold)).long()
+
+
 def classification_metrics(kind: str, probs: torch.Tensor, target: torch.Tensor, names: list[str],
-                           threshold: float = 0.5) -> dict:
+                           threshold: float | None = None) -> dict:
     """Metrics of a multiclass (probs (N, C), target (N,)), multilabel ((N, L), (N, L)) or binary
     ((N,), (N,)) prediction."""
     out = {}
     if kind == "multiclass":
         c = probs.shape[1]
-        pred = probs.argmax(1)
+        pred = decide_labels(kind, probs)
         onehot_t = torch.nn.functional.one_hot(target.long(), c)
         onehot_p = torch.nn.functional.one_hot(pred, c)
         out["accuracy"] = (pred == target).double().mean().item()
@@ -83,7 +104,7 @@ def classification_metrics(kind: str, probs: torch.Tensor, target: torch.Tensor,
     else:
         if probs.dim() == 1:
             probs, target = probs.unsqueeze(1), target.unsqueeze(1)
-        pred = (probs > threshold).long()
+        pred = decide_labels(kind, probs, threshold)
         t = target.round().long()
         out["binary_accuracy"] = (pred == t).double().mean().item()
         out["accuracy"] = (pred == t).all(1).double().mean().item() if kind == "multilabel" else out["binary_accuracy"]

@@ -6,21 +6,24 @@ import contextlib
 
 import torch
 
-from .graph import label_space, prediction_kind, prediction_metrics
-from .metrics import classification_metrics, recall_at_k, recall_ks, regression_metrics
+from .graph import label_space, output_activation, prediction_kind, prediction_metrics, prediction_threshold
+from .metrics import classification_metrics, decide_labels, recall_at_k, recall_ks, regression_metrics
 
 
 def to_probabilities(model, name: str, out: torch.Tensor) -> torch.Tensor:
-    """Probabilities of a classification prediction (or the values of a regression head)."""
-    kind = prediction_kind(model.checked.graph, name)
-    shape_kind = model.output_kinds[name]
-    if kind == "regression":
+    """Probabilities of a classification prediction (or the values of a regression head), by the
+    output activation its head states (a late fusion's members')."""
+    activation = output_activation(model.checked.graph, name)
+    if activation is None or model.output_kinds[name] == "probs":
         return out
-    if kind == "similarity":
-        return torch.sigmoid(out)
-    if shape_kind == "probs":
-        return out
-    return torch.softmax(out, dim=-1) if kind == "multiclass" else torch.sigmoid(out)
+    return torch.softmax(out, dim=-1) if activation == "softmax" else torch.sigmoid(out)
+
+
+def predicted_labels(model, name: str, out: torch.Tensor) -> torch.Tensor:
+    """The labels a classification prediction predicts for a batch of its outputs (see
+    :func:`archspec.metrics.decide_labels`): what ``predict`` writes and what metrics score."""
+    g = model.checked.graph
+    return decide_labels(prediction_kind(g, name), to_probabilities(model, name, out), prediction_threshold(g, name))
 
 
 @torch.no_grad()
@@ -70,7 +73,6 @@ def evaluate_outputs(model, outputs: dict, targets: dict, loss_fn=None, inputs: 
     g = model.checked.graph
     result = {}
     for name in model.predictions:
-        cfg = model.node_configs[name]
         kind = prediction_kind(g, name)
         names = prediction_metrics(g, name)
         out = outputs[name]
@@ -82,7 +84,7 @@ def evaluate_outputs(model, outputs: dict, targets: dict, loss_fn=None, inputs: 
                 result.update({f"{name}/{k}": v for k, v in recall_at_k(pair, ks).items()})
             rest = [m for m in names if not m.startswith("recall@")]
             if rest and name in targets:
-                m = classification_metrics("binary", torch.sigmoid(out), targets[name], rest)
+                m = classification_metrics("binary", to_probabilities(model, name, out), targets[name], rest)
                 result.update({f"{name}/{k}": v for k, v in m.items()})
             continue
         if name not in targets:
@@ -90,9 +92,8 @@ def evaluate_outputs(model, outputs: dict, targets: dict, loss_fn=None, inputs: 
         if kind == "regression":
             m = regression_metrics(out, targets[name], names)
         else:
-            threshold = getattr(cfg, "threshold", None) or getattr(model.node_configs.get(
-                cfg.inputs[0]) if g.is_late(name) else cfg, "threshold", 0.5) or 0.5
-            m = classification_metrics(kind, to_probabilities(model, name, out), targets[name], names, threshold)
+            m = classification_metrics(kind, to_probabilities(model, name, out), targets[name], names,
+                                       prediction_threshold(g, name))
         result.update({f"{name}/{k}": v for k, v in m.items()})
     if loss_fn is not None:
         with torch.no_grad():

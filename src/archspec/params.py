@@ -229,10 +229,15 @@ def _rows_of_tokens(checked, input_name: str, fitted: dict) -> tuple[int, bool, 
         p = Path(name).expanduser()
         if not p.is_absolute() and checked.base_dir is not None:
             p = checked.base_dir / p
-        size = tokenizer_json_size(p / "tokenizer.json")
+        candidates = [p / "tokenizer.json"]
+    else:  # a hub name: its tokenizer.json, if already in the local Hugging Face cache
+        candidates = [snap / "tokenizer.json" for root in hf._cache_dirs()
+                      for snap in sorted((root / ("models--" + name.replace("/", "--")) / "snapshots").glob("*"))]
+    for path in candidates:
+        size = tokenizer_json_size(path)
         if size is not None:
             return size, False, ""
-    raise _Deferred(f"the vocabulary of tokenizer '{name}'")
+    raise _Deferred(f"the vocabulary of tokenizer '{name}' (no tokenizer.json on this machine)")
 
 
 def _node_count(checked, name: str, cfg, fitted: dict) -> Count:
@@ -290,7 +295,8 @@ def _node_count(checked, name: str, cfg, fitted: dict) -> Count:
             outputs = cfg.label_space()[1]
         n += w * outputs + outputs
     elif kind == "similarity":
-        n = 2 if cfg.learn_scale else 0
+        learned_t = cfg.loss.type == "contrastive" and getattr(cfg.loss, "learn_temperature", False)
+        n = (2 if cfg.learn_scale else 0) + (1 if learned_t else 0)  # scale and bias; log(1/T)
     else:
         counter = getattr(cfg, "static_params", None)
         n = counter([checked.shapes.get(s) for s in srcs]) if callable(counter) else None

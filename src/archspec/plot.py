@@ -22,8 +22,18 @@ def read_metrics(run_dir) -> list[dict]:
     return rows
 
 
+def best_epoch(run_dir, rows: list[dict]) -> int | None:
+    """The epoch of the run's ``best`` checkpoint (the one ``evaluate``/``predict`` use), if known."""
+    try:
+        step = json.loads((Path(run_dir) / "checkpoints" / "best.json").read_text()).get("step")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return next((r.get("epoch") for r in reversed(rows) if r.get("step") == step), None)
+
+
 def plot_run(run_dir, out: str | None = None) -> Path:
-    """Draw loss and every validation metric against the epoch; returns the PNG path."""
+    """Draw loss and every validation metric against the epoch, the best epoch marked; returns the
+    image path (PNG unless ``out`` ends in .svg or .pdf)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -60,9 +70,18 @@ def plot_run(run_dir, out: str | None = None) -> Path:
         ax3.set_ylabel("effective loss weight")
         ax3.grid(alpha=0.3)
         ax3.legend(fontsize=7, loc="best")
+    best = best_epoch(run_dir, rows)
+    if best is not None:
+        for ax in axes:
+            ax.axvline(best, color="0.4", linestyle="--", linewidth=1)
+        ax1.annotate(f"best (epoch {best})", xy=(best, 1), xycoords=("data", "axes fraction"),
+                     xytext=(3, -12), textcoords="offset points", fontsize=8, color="0.3")
     fig.suptitle(Path(run_dir).name)
     fig.tight_layout()
     path = Path(out) if out else Path(run_dir) / "learning_curves.png"
-    fig.savefig(path, dpi=100)
+    from .output_paths import writing
+
+    with writing(path):
+        fig.savefig(path, dpi=100)
     plt.close(fig)
     return path

@@ -69,8 +69,21 @@ def _yaml_path(loc: tuple, data: Any, missing: bool) -> tuple[tuple, bool, bool]
 
 def _unwrap(tp):
     while typing.get_origin(tp) is typing.Annotated:
-        tp = typing.get_args(tp)[0]
+        marker = _registry_union(typing.get_args(tp)[1:])
+        tp = marker.union() if marker is not None else typing.get_args(tp)[0]
     return tp
+
+
+def _registry_union(metadata):
+    from .spec.base import RegistryUnion
+
+    return next((m for m in metadata if isinstance(m, RegistryUnion)), None)
+
+
+def _field_type(field):
+    """A field's type, with a registry union (a head's `loss`, ...) expanded to its members."""
+    marker = _registry_union(field.metadata)
+    return marker.union() if marker is not None else field.annotation
 
 
 def _is_model(tp) -> bool:
@@ -108,7 +121,7 @@ def _models_at(tp, path: tuple, cur) -> list[type]:
         if _is_model(m):
             field = next((f for n, f in m.model_fields.items() if (f.alias or n) == part), None)
             if field is not None:
-                out += _models_at(field.annotation, rest, nxt)
+                out += _models_at(_field_type(field), rest, nxt)
         elif typing.get_origin(m) is dict:
             out += _models_at(typing.get_args(m)[1], rest, nxt)
         elif typing.get_origin(m) is list and isinstance(part, int):
@@ -135,12 +148,6 @@ def _known_types(path: tuple) -> tuple[str, list[str]]:
     else:
         return "component", []
     return kind, REGISTRIES[kind].names()
-
-
-def _get(data, path):
-    for part in path:
-        data = data[part]
-    return data
 
 
 def _prune(items: list[dict]) -> list[dict]:

@@ -1,4 +1,8 @@
-"""``archspec serve RUN``: an HTTP prediction server (FastAPI + uvicorn).
+"""``archspec serve RUN|EXPORT_DIR``: an HTTP prediction server (FastAPI + uvicorn).
+
+A run directory is served through :mod:`archspec.inference` (torch, the run's best checkpoint); an
+export directory (``archspec build RUN --export onnx --out DIR``) through the torch-free runtime
+:mod:`archspec.serving` (onnxruntime). Both answer with the columns ``archspec predict`` writes.
 
 - ``POST /predict`` takes ``{"rows": [{column: value, ...}, ...]}``, the same columns as the data
   files (target columns are not needed, extra columns are ignored); an image is a file path (relative
@@ -46,6 +50,21 @@ class RequestError(ArchspecError):
         self.field = field
 
 
+def load_predictor(path) -> "Predictor":
+    """A :class:`Predictor` for a run directory, or an :class:`ExportPredictor` for an export directory.
+
+    Raises:
+        CheckpointError: neither a trained run nor an export directory.
+    """
+    path = Path(path)
+    if (path / "spec.yaml").is_file() and (path / "checkpoints").is_dir():
+        return Predictor(path)
+    if path.is_dir() and any(path.glob("*.export.json")):
+        return ExportPredictor(path)
+    raise CheckpointError(f"{path} is neither a trained run directory (spec.yaml, checkpoints/) nor an export "
+                          "directory (*.export.json from `archspec build RUN --export onnx --out DIR`)")
+
+
 class Predictor:
     """A trained run ready to answer rows: its model, preprocessing and input columns."""
 
@@ -54,20 +73,19 @@ class Predictor:
 
         run_dir = Path(run_dir)
         if not (run_dir / "spec.yaml").is_file() or not (run_dir / "checkpoints").is_dir():
-            if any(run_dir.glob("*.onnx")) or (run_dir / "export.json").is_file() or (run_dir / "manifest.json").is_file():
-                raise CheckpointError(f"{run_dir} is an export directory; serving exports needs the torch-free "
-                                      "runtime (archspec.serving), which this archspec does not have yet — "
-                                      "serve the run directory it was exported from")
             raise CheckpointError(f"{run_dir} is not a trained run directory (no spec.yaml / checkpoints/)")
         self.run_dir = run_dir
         self.loaded = load_run(run_dir)
         model, pre, checked = self.loaded
         self.checked = checked
+        self.name = checked.spec.name
         from .data.columns import input_columns
 
         self.inputs = {}
         for name, cfg in checked.spec.inputs.items():
             self.inputs[name] = {"type": cfg.type, "columns": list(input_columns(cfg))}
+            if cfg.type == "vector":
+                self.inputs[name]["width"] = cfg.width
         self.tmp = tempfile.TemporaryDirectory(prefix="archspec-serve-")
         self._n = 0
 
@@ -84,7 +102,7 @@ class Predictor:
                           "labels": label_names(model, pre, name)})
         which = "best" if ckpt.read_pointer(self.run_dir / "checkpoints", "best", missing_ok=True) else "last"
         pointer = ckpt.read_pointer(self.run_dir / "checkpoints", which)
-        return {"spec": checked.spec.name, "description": checked.spec.description,
+        return {"spec": checked.spec.name, "description": checked.spec.description, "source": "run",
                 "inputs": [{"name": n, **v} for n, v in self.inputs.items()],
                 "predictions": preds,
                 "checkpoint": {"run": str(self.run_dir.resolve()), "which": which, "step": pointer.get("step"),
@@ -103,7 +121,8 @@ class Predictor:
             for name, info in self.inputs.items():
                 kind = info["type"]
                 cols = info["columns"]
-                if kind == "vector" and cols[0] not in row and all(c in row for c in _prefixed(cols[0], name, self)):
+                if kind == "vector" and cols[0] not in row and all(
+                        f"{cols[0]}_{j}" in row for j in range(info.get("width", 0))) and info.get("width"):
                     continue
                 for col in cols:
                     field = f"rows[{i}].{col}"
@@ -172,9 +191,76 @@ class Predictor:
         return [{k: _plain(v) for k, v in rec.items()} for rec in result.to_dict(orient="records")]
 
 
-def _prefixed(col: str, name: str, pred: Predictor) -> list[str]:
-    width = pred.checked.spec.inputs[name].width
-    return [f"{col}_{j}" for j in range(width)]
+class ExportPredictor(Predictor):
+    """An export directory served by the torch-free runtime (:class:`archspec.serving.Predictor`)."""
+
+    _KINDS = {"index": "categorical", "tokens": "text", "image": "image"}
+
+    def __init__(self, export_dir):
+        from .serving import Predictor as Runtime, ServingError
+
+        self.run_dir = Path(export_dir)
+        try:
+            self.runtime = Runtime(export_dir)
+        except ServingError as exc:
+            raise CheckpointError(str(exc)) from None
+        m = self.runtime.manifest
+        self.name = m.get("name") or self.run_dir.name
+        self.inputs = {}
+        for spec in m["inputs"]:
+            if spec.get("kind") == "attention_mask":
+                continue
+            if spec.get("columns") is not None:
+                info = {"type": "numeric", "columns": list(spec["columns"])}
+            elif spec.get("width") is not None and spec.get("kind") not in self._KINDS:
+                info = {"type": "vector", "columns": [spec["column"]], "width": int(spec["width"])}
+            else:
+                info = {"type": self._KINDS.get(spec.get("kind"), str(spec.get("kind"))), "columns": [spec["column"]]}
+            self.inputs[spec["name"]] = info
+        self.tmp = tempfile.TemporaryDirectory(prefix="archspec-serve-")
+        self._n = 0
+
+    def metadata(self) -> dict:
+        from . import __version__
+
+        m = self.runtime.manifest
+        preds = [{"name": o["name"], "kind": o["task"], "labels": o.get("labels")}
+                 for o in m["outputs"] if o.get("task") is not None]
+        return {"spec": self.name, "description": None, "source": "export",
+                "inputs": [{"name": n, **v} for n, v in self.inputs.items()], "predictions": preds,
+                "checkpoint": {"export": str(self.run_dir.resolve()), "files": m.get("files"),
+                               "exported_by": m.get("archspec")},
+                "archspec": __version__}
+
+    def predict(self, rows: list[dict]) -> list[dict]:
+        from .serving import ServingError
+
+        files = self._materialise_images(rows)
+        try:
+            cols = self.runtime.predict(files, data_dir=Path.cwd())
+        except ServingError as exc:
+            raise RequestError(str(exc), _serving_field(str(exc))) from None
+        finally:
+            for row in files:
+                for v in row.values():
+                    if isinstance(v, str) and v.startswith(self.tmp.name):
+                        Path(v).unlink(missing_ok=True)
+        out = [{} for _ in rows]
+        for k, values in cols.items():
+            for i, v in enumerate(values):
+                out[i][k] = _plain(v)
+        return out
+
+
+def _serving_field(message: str) -> str:
+    """``rows[i].col`` from the runtime's ``row i, column 'col': ...`` messages."""
+    import re
+
+    m = re.search(r"row (\d+), column '([^']+)'", message)
+    if m:
+        return f"rows[{m.group(1)}].{m.group(2)}"
+    m = re.search(r"missing column '([^']+)'", message)
+    return f"rows.{m.group(1)}" if m else "rows"
 
 
 def _show(v) -> str:
@@ -288,7 +374,7 @@ def _error(status: int, message: str, field: str = "", detail=None):
     return JSONResponse(status_code=status, content=body)
 
 
-def make_app(predictor: Predictor, max_batch: int = 64, max_wait_ms: float = 5.0):
+def make_app(predictor, max_batch: int = 64, max_wait_ms: float = 5.0):
     """The FastAPI application serving ``predictor``."""
     try:
         from contextlib import asynccontextmanager
@@ -305,7 +391,7 @@ def make_app(predictor: Predictor, max_batch: int = 64, max_wait_ms: float = 5.0
         yield
         await batcher.stop()
 
-    app = FastAPI(title=f"archspec: {predictor.checked.spec.name}", lifespan=lifespan)
+    app = FastAPI(title=f"archspec: {predictor.name}", lifespan=lifespan)
     app.state.batcher = batcher
 
     @app.exception_handler(RequestValidationError)
@@ -330,11 +416,14 @@ def make_app(predictor: Predictor, max_batch: int = 64, max_wait_ms: float = 5.0
 
     @app.get("/health")
     async def health():
-        return {"status": "ok", "spec": predictor.checked.spec.name}
+        return {"status": "ok", "spec": predictor.name}
 
     @app.get("/metadata")
     async def metadata():
-        return {**predictor.metadata(), "batching": {"max_batch": max_batch, "max_wait_ms": max_wait_ms}}
+        import sys
+
+        return {**predictor.metadata(), "batching": {"max_batch": max_batch, "max_wait_ms": max_wait_ms},
+                "torch_loaded": "torch" in sys.modules}
 
     @app.post("/predict")
     async def predict(req: PredictRequest):
@@ -350,7 +439,7 @@ def make_app(predictor: Predictor, max_batch: int = 64, max_wait_ms: float = 5.0
     return app
 
 
-def _field_of(message: str, predictor: Predictor) -> str:
+def _field_of(message: str, predictor) -> str:
     """The field a data-layer message is about (``request:ROW:COLUMN: ...``, rows 1-based)."""
     import re
 
@@ -377,8 +466,8 @@ def serve(run_dir, host: str = "127.0.0.1", port: int = 8000, max_batch: int = 6
         import uvicorn
     except ImportError:
         raise ArchspecError("`archspec serve` needs FastAPI and uvicorn: pip install 'archspec[serve]'") from None
-    predictor = Predictor(run_dir)
+    predictor = load_predictor(run_dir)
     app = make_app(predictor, max_batch=max_batch, max_wait_ms=max_wait_ms)
-    print(f"serving {predictor.checked.spec.name} from {run_dir} on http://{host}:{port} "
+    print(f"serving {predictor.name} from {run_dir} on http://{host}:{port} "
           f"(POST /predict, GET /health, GET /metadata)", flush=True)
     uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)

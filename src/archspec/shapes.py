@@ -62,10 +62,6 @@ class Shape:
         return {"kind": self.kind, "shape": ["B", *self.dims], "dtype": self.dtype}
 
 
-def features(width) -> Shape:
-    return Shape(FEATURES, (width,))
-
-
 def infer_shapes(ctx) -> None:
     """Shape of every node into ``ctx.shapes``, in topological order; modality mismatches reported on
     the edge (``ctx`` is a :class:`archspec.checks.Context`)."""

@@ -27,7 +27,8 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import Field, ValidationError, model_validator
 
-from .errors import ERROR, WARNING, ArchspecError, Diagnostic, SpecError, did_you_mean, format_path
+from .errors import (EXIT_CHECKPOINT, ERROR, WARNING, ArchspecError, Diagnostic, SpecError, did_you_mean,
+                     format_path)
 from .spec.base import StrictModel
 
 SWEEP_SCHEMA_ID = "https://archspec.dev/schema/v1/sweep.schema.json"
@@ -36,6 +37,8 @@ Number = Annotated[float, Field(allow_inf_nan=False)]
 
 class SweepError(ArchspecError):
     """A sweep directory or storage cannot be used (the sweep file's own mistakes are SpecErrors)."""
+
+    exit_code = EXIT_CHECKPOINT
 
 
 # --- the sweep file's language -------------------------------------------------------------------
@@ -208,7 +211,11 @@ def load_sweep(path) -> tuple[SweepConfig, Any, Any]:
     from .load import load_file
     from .pydantic_errors import to_diagnostics
 
-    data, smap = load_file(path)
+    try:
+        data, smap = load_file(path)
+    except SpecError as exc:  # the loader speaks of spec files
+        raise SpecError([Diagnostic(d.code, d.severity, d.path, d.message.replace("spec file", "sweep file"),
+                                    d.hint, d.file, d.line, d.col) for d in exc.diagnostics]) from None
     if not isinstance(data, dict):
         line, col = smap.locate(())
         raise SpecError([Diagnostic("E-YAML-DOC", ERROR, (), "a sweep file is a mapping at the top level",
@@ -387,10 +394,10 @@ def _dump(data) -> str:
 # path fields of a spec that are relative to the spec's folder: made absolute in trial specs, which
 # live in the sweep directory
 def absolutize_paths(data: dict, base_dir: Path) -> dict:
-    def fix(v):
+    def fix(v, always: bool = False):
         if isinstance(v, str) and v and not Path(v).expanduser().is_absolute():
             p = base_dir / Path(v).expanduser()
-            if p.exists() or v.startswith((".", "~")):
+            if always or p.exists() or v.startswith((".", "~")):  # a model name may be a hub name
                 return str(p.resolve())
         return v
 
@@ -398,7 +405,7 @@ def absolutize_paths(data: dict, base_dir: Path) -> dict:
     if isinstance(tdata, dict):
         for k in ("train", "validation", "test"):
             if k in tdata:
-                tdata[k] = fix(tdata[k])
+                tdata[k] = fix(tdata[k], always=True)
     for section in ("inputs", "encoders"):
         nodes = data.get(section)
         if not isinstance(nodes, dict):
@@ -469,22 +476,42 @@ def _counted(trials, optuna) -> int:
                or (t.state == S.FAIL and "error" in t.user_attrs))
 
 
+_ORPHAN_S = 10.0
+
+
 def _recover_dead_local(study, optuna, log) -> None:
     """Fail and re-queue RUNNING trials of dead worker processes on this host (a SIGKILLed sweep),
     without waiting for the heartbeat's grace period."""
+    import datetime
+    import time
+
     S = optuna.trial.TrialState
     host = socket.gethostname()
     for t in study.get_trials(deepcopy=False, states=(S.RUNNING,)):
-        if t.user_attrs.get("host") != host or not t.user_attrs.get("pid"):
-            continue
+        if "pid" not in t.user_attrs:
+            # A worker writes its host and pid right after Optuna creates the trial; a trial still
+            # without them a few seconds later lost its worker in between.
+            age = (datetime.datetime.now() - t.datetime_start).total_seconds() if t.datetime_start else 60
+            if age < _ORPHAN_S:
+                time.sleep(_ORPHAN_S - age)
+            t = study._storage.get_trial(t._trial_id)
+            if t.state != S.RUNNING or "pid" in t.user_attrs:
+                continue
+        elif t.user_attrs.get("host") != host:
+            continue  # another machine's worker: the storage's heartbeat decides
+        else:
+            try:
+                os.kill(int(t.user_attrs["pid"]), 0)
+                continue  # still alive: another local worker
+            except ProcessLookupError:
+                pass
+            except PermissionError:
+                continue
         try:
-            os.kill(int(t.user_attrs["pid"]), 0)
-            continue  # still alive: another local worker
-        except ProcessLookupError:
-            pass
-        except PermissionError:
-            continue
-        if study._storage.set_trial_state_values(t._trial_id, S.FAIL):
+            failed = study._storage.set_trial_state_values(t._trial_id, S.FAIL)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue  # another worker recovered it first
+        if failed:
             log(f"trial {t.number} was interrupted (its worker died); its parameters are queued again")
             _requeue(study, t)
 
@@ -712,7 +739,7 @@ def run_sweep(spec_path=None, config=None, *, out=None, resume=None, storage=Non
     study.set_metric_names([cfg.metric])
     if cfg.first_trials and not study.get_trials(deepcopy=False):
         for first in cfg.first_trials:
-            study.enqueue_trial({k: _encode(cfg.params[k], v) for k, v in first.items()})
+            study.enqueue_trial({k: _encode(cfg.params[k], v) for k, v in first.items()}, skip_if_exists=True)
     _recover_dead_local(study, optuna, log)
     parent = _mlflow_parent(study, sw, cfg, track, tracking_uri, meta)
     n_total = cfg.trials
@@ -720,6 +747,8 @@ def run_sweep(spec_path=None, config=None, *, out=None, resume=None, storage=Non
         n_total = min(n_total, grid_size(cfg))
     base_dir = Path(meta["base_dir"])
     sw.trials_dir.mkdir(parents=True, exist_ok=True)
+
+    S = optuna.trial.TrialState
 
     def objective(trial):
         if _counted([t for t in study.get_trials(deepcopy=False) if t.number < trial.number], optuna) >= n_total:
@@ -735,14 +764,14 @@ def run_sweep(spec_path=None, config=None, *, out=None, resume=None, storage=Non
         text = trial_spec_text(raw, params, base_dir, defaults=defaults)
         from .pipeline import check_text
 
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "spec.yaml").write_text(text)  # kept for an invalid trial too: its diagnostics point here
         res = check_text(text, str(run_dir / "spec.yaml"), base_dir=base_dir)
         if res.errors:
             d = _locate_trial_errors(res.errors, params, smap)
             log(d.render())
             trial.set_user_attr("error", d.render())
             raise _TrialFailed(d.message)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "spec.yaml").write_text(text)
         pruning = _Pruning(trial, cfg.metric, direction)
         from .train import fit
 
@@ -752,12 +781,22 @@ def run_sweep(spec_path=None, config=None, *, out=None, resume=None, storage=Non
         try:
             fit(str(run_dir / "spec.yaml"), out=str(run_dir), progress=False, track=tr,
                 log=lambda *a, **k: log(f"  [trial {trial.number}]", *a, **k))
+        except KeyboardInterrupt:  # Ctrl-C: this trial fails uncounted; its parameters run first on resume
+            from .tracking import abort_active
+
+            abort_active("KILLED")
+            study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
+            raise
         except ArchspecError as exc:
             from .tracking import abort_active
 
             abort_active("FAILED")
             trial.set_user_attr("error", f"{type(exc).__name__}: {exc}")
             log(f"trial {trial.number} failed: {exc}")
+            from .errors import DataError
+
+            if isinstance(exc, DataError) and not study.get_trials(deepcopy=False, states=(S.COMPLETE,)):
+                raise  # the data is wrong for every trial: stop the sweep (exit 3) instead of failing them all
             raise _TrialFailed(str(exc)) from None
         values = _metric_values(run_dir, cfg.metric)
         value = best_value(values, direction)
@@ -772,7 +811,6 @@ def run_sweep(spec_path=None, config=None, *, out=None, resume=None, storage=Non
         log(f"trial {trial.number}: {cfg.metric} = {value:.6g}")
         return value
 
-    S = optuna.trial.TrialState
     while _counted([t for t in study.get_trials(deepcopy=False) if t.state != S.WAITING], optuna) < n_total:
         study.optimize(objective, n_trials=1, catch=(_TrialFailed,), gc_after_trial=False)
     _finish_parent(parent)
@@ -866,6 +904,9 @@ def show_sweep(root, *, storage: str | None = None, write: bool = True) -> str:
             counts[t.state.name.lower()] = counts.get(t.state.name.lower(), 0) + 1
     lines.append(", ".join(f"{v} {k}" for k, v in sorted(counts.items())) + " (* = last value of a pruned trial)"
                  if any(t.state.name == "PRUNED" for t in trials) else ", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
+    for t in trials:
+        if t.state.name == "FAIL" and "error" in t.user_attrs:
+            lines.append(f"trial {t.number} failed: {t.user_attrs['error']}")
     try:
         best = study.best_trial
     except ValueError:

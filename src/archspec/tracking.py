@@ -100,6 +100,8 @@ class Tracker:
             c.end(Path(run_dir), status)
         if self.backends:
             atexit.unregister(self._abort)
+        if self in _ACTIVE:
+            _ACTIVE.remove(self)
 
     def _abort(self) -> None:  # the process ends without end(): mark runs as failed, keep what was logged
         if not self._closed:
@@ -169,7 +171,8 @@ def start_tracking(checked, run_dir, *, resume: bool = False, enabled: bool = Tr
                                 uri or (parent or {}).get("uri") or (cfg.mlflow_uri if cfg else None),
                                 experiment or (cfg.experiment if cfg else None), parent, run_name))
     t = Tracker(made, callbacks)
-    _ACTIVE.append(t)
+    if made:
+        _ACTIVE.append(t)
     return t
 
 
@@ -193,6 +196,59 @@ def _graph_sources(checked) -> dict:
 
     return {"graph.mmd": render(checked, "mermaid", checked.shapes),
             "graph.dot": render(checked, "dot", checked.shapes)}
+
+
+def graph_png(checked, path: Path) -> Path | None:
+    """Draw the spec's graph to a PNG with matplotlib (no system graphviz needed): one column per
+    depth, each node a box with its name, type and output shape, an arrow per edge (dashed into a
+    late fusion). ``None`` when matplotlib is not installed (the Mermaid/DOT sources are still logged)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        from matplotlib.patches import FancyBboxPatch
+    except ImportError:
+        return None
+    from .diagram import _edges, _label_parts
+
+    g = checked.graph
+    edges = _edges(checked)
+    depth: dict = {}
+    for name in g.order:  # topological: every source already has its depth
+        depth[name] = 1 + max((depth[s] for s, t, *_ in edges if t == name and s in depth), default=-1)
+    cols: dict = {}
+    for name in g.order:
+        cols.setdefault(depth[name], []).append(name)
+    pos = {}
+    height = max(len(v) for v in cols.values())
+    for d, names in cols.items():
+        for i, name in enumerate(names):
+            pos[name] = (d * 3.2, (len(names) - 1) / 2 - i)  # each column centred on y = 0
+    colours = {"inputs": "#dbeafe", "encoders": "#dcfce7", "fusions": "#fef3c7", "heads": "#fde2e2"}
+    fig, ax = plt.subplots(figsize=(max(4.0, 3.2 * len(cols)), max(2.5, 1.3 * height)))
+    for src, dst, label, dashed in edges:
+        (x0, y0), (x1, y1) = pos[src], pos[dst]
+        ax.annotate("", xy=(x1 - 1.25, y1), xytext=(x0 + 1.25, y0),
+                    arrowprops=dict(arrowstyle="->", linestyle="--" if dashed else "-", color="#555"))
+        if label:
+            ax.text((x0 + x1) / 2, (y0 + y1) / 2 + 0.1, label, fontsize=7, ha="center", color="#555")
+    for name, (x, y) in pos.items():
+        n, t, shape = _label_parts(checked, name, checked.shapes)
+        ax.add_patch(FancyBboxPatch((x - 1.25, y - 0.38), 2.5, 0.76, boxstyle="round,pad=0.02",
+                                    fc=colours.get(g.section[name], "#eee"), ec="#333"))
+        ax.text(x, y + 0.12, n, ha="center", va="center", fontsize=9, weight="bold")
+        ax.text(x, y - 0.16, f"{t} {shape}", ha="center", va="center", fontsize=7)
+    xs = [p[0] for p in pos.values()]
+    ys = [p[1] for p in pos.values()]
+    ax.set_xlim(min(xs) - 1.5, max(xs) + 1.5)
+    ax.set_ylim(min(ys) - 0.7, max(ys) + 0.7)
+    ax.axis("off")
+    ax.set_title(checked.spec.name, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 def _flatten(d, prefix: str = "") -> dict:
@@ -226,8 +282,20 @@ class _TensorBoard:
             spec_json = json.dumps(resolved_spec(checked), indent=2)
             self.writer.add_text("spec", "```\n" + spec_json + "\n```", 0)
             self.writer.add_text("graph", "```\n" + _graph_sources(checked)["graph.mmd"] + "\n```", 0)
+            self._graph_image(checked, run_dir)
             for head, w in _loss_weights(checked).items():
                 self.writer.add_scalar(f"loss_weight/{head}", w, 0)
+
+    def _graph_image(self, checked, run_dir: Path):
+        import tempfile
+
+        import numpy as np
+        from PIL import Image
+
+        with tempfile.TemporaryDirectory() as tmp:
+            png = graph_png(checked, Path(tmp) / "graph.png")
+            if png is not None:
+                self.writer.add_image("graph", np.asarray(Image.open(png).convert("RGB")), 0, dataformats="HWC")
 
     def step(self, step, loss, lr, heads):
         self.writer.add_scalar("train/loss", loss, step)
@@ -310,6 +378,12 @@ class _MLflow:
         self.client.log_dict(self.run_id, spec, "resolved_spec.json")
         for name, text in _graph_sources(checked).items():
             self.client.log_text(self.run_id, text, name)
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            png = graph_png(checked, Path(tmp) / "graph.png")
+            if png is not None:
+                self.client.log_artifact(self.run_id, str(png))
         for h, w in _loss_weights(checked).items():
             self._metric(f"loss_weight/{h}", w, 0)
 

@@ -21,7 +21,7 @@ import torch
 
 from . import checkpoint as ckpt
 from .build import compile_loss, compile_spec
-from .errors import CheckpointError, TrainingError
+from .errors import CheckpointError, TrainingError, UsageError
 from .loss_weighting import make_weighting
 from .optim import lr_at, make_optimizer
 from .pipeline import Checked, check_file, check_text
@@ -147,7 +147,7 @@ def train(spec_path=None, **kwargs) -> Path:
 
 def fit(spec_path=None, *, data: str | None = None, out: str | None = None, resume: str | None = None,
         max_steps: int | None = None, epochs: int | None = None, progress: bool | None = None,
-        plot: bool = False, log=print, track: dict | None = None) -> TrainResult:
+        plot: bool = False, log=print, track: dict | None = None, init_from: str | None = None) -> TrainResult:
     """Train a spec and write a run directory.
 
     Args:
@@ -158,6 +158,8 @@ def fit(spec_path=None, *, data: str | None = None, out: str | None = None, resu
         max_steps / epochs: override the spec (e.g. for quick checks).
         progress: live progress bar; default: when stdout is a terminal.
         track: options of :func:`archspec.tracking.start_tracking` (backends, uri, callbacks, ...).
+        init_from: a finished run whose weights start this one, matched by node name (the second
+            stage of transfer learning: unfreeze, then fine-tune; see :mod:`archspec.warm_start`).
 
     Returns:
         a :class:`TrainResult`.
@@ -168,6 +170,9 @@ def fit(spec_path=None, *, data: str | None = None, out: str | None = None, resu
     """
     from .data import Loader, Preprocessor, default_workers, fit_table, open_table, preflight_table, split_positions
 
+    for option, value in (("epochs", epochs), ("max_steps", max_steps)):
+        if value is not None and (not isinstance(value, int) or value < 1):
+            raise UsageError(f"{option} must be a whole number ≥ 1, not {value!r}")
     rank, world = _dist()
     is_main = rank == 0
     say = log if is_main else (lambda *a, **k: None)
@@ -187,8 +192,8 @@ def fit(spec_path=None, *, data: str | None = None, out: str | None = None, resu
         checked = check_text(run.spec.read_text(), str(run.spec), base_dir=_stored_base(run)).raise_for_errors()
         source = _source(run)
         data = data or source.get("data")  # the run keeps the data and overrides it started with
-        epochs = epochs or source.get("epochs")
-        max_steps = max_steps or source.get("max_steps")
+        epochs = epochs if epochs is not None else source.get("epochs")
+        max_steps = max_steps if max_steps is not None else source.get("max_steps")
     else:
         checked = check_file(spec_path).raise_for_errors()
         name = checked.spec.name
@@ -205,8 +210,8 @@ def fit(spec_path=None, *, data: str | None = None, out: str | None = None, resu
                 "data": str(Path(data).resolve()) if data else None, "epochs": epochs, "max_steps": max_steps})
             run.metrics.unlink(missing_ok=True)
     spec, tcfg = checked.spec, checked.spec.training
-    total_epochs = epochs or tcfg.epochs
-    step_cap = max_steps or tcfg.max_steps
+    total_epochs = epochs if epochs is not None else tcfg.epochs
+    step_cap = max_steps if max_steps is not None else tcfg.max_steps
 
     # --- data: open lazily, check (streaming), split, fit preprocessing on the training split only
     train_file = data or _data_path(checked, tcfg.data.train, "train")
@@ -246,6 +251,14 @@ def fit(spec_path=None, *, data: str | None = None, out: str | None = None, resu
 
     # --- model, loss, optimizer --------------------------------------------------------------
     model = compile_spec(checked, preprocessor=pre).to(device)
+    if init_from is not None and resume is None:
+        from .warm_start import warm_start
+
+        warm_start(model, init_from, say)
+    if is_main and resume is None:
+        from .warm_start import save_pretrained_configs
+
+        save_pretrained_configs(model, run.root)  # the run rebuilds its encoders without the model cache
     if is_main and resume is None:
         from .baselines import fit_baseline
 
@@ -422,7 +435,8 @@ def fit(spec_path=None, *, data: str | None = None, out: str | None = None, resu
 
         dist.barrier()
     if is_main:
-        show.final_table(run.metrics)
+        show.final_table(run.metrics, best=ckpt.read_pointer(run.checkpoints, "best", missing_ok=True),
+                         metric=es.metric if es is not None else "loss", mode=es_mode or "min")
         if stopped_by:
             say(f"stopped by {stopped_by} at step {step}; resume with: archspec train --resume {run.root}")
         if plot:

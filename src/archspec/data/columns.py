@@ -29,6 +29,7 @@ class TargetSpec:
     size: int
     names: tuple | None
     source: str
+    separator: str | None = None  # multilabel: how a delimited cell separates its labels (None: | , ;)
 
     def describe(self) -> str:
         """``heads.NAME`` or ``fusions.NAME``, as messages name the prediction."""
@@ -57,7 +58,7 @@ def head_target(name: str, cfg) -> TargetSpec | None:
         return TargetSpec(name, "multiclass", column, size, names, name)
     if t == "multilabel":
         size, names = _sized(cfg.labels)
-        return TargetSpec(name, "multilabel", column, size, names, name)
+        return TargetSpec(name, "multilabel", column, size, names, name, separator=cfg.separator)
     if t == "binary":
         return TargetSpec(name, "binary", column, 1, None, name)
     if t == "regression":

@@ -229,8 +229,19 @@ def class_keys(series: pd.Series, column: str) -> tuple[list, list[Problem]]:
     return keys, problems
 
 
-def label_sets(series: pd.Series, column: str) -> tuple[list, list[Problem]]:
-    """The label set of every row: a list, a JSON list string or a ``|``/``,``/``;`` delimited string.
+def split_labels(text: str, separator: str | None) -> list[str]:
+    """A delimited cell's labels: split on ``separator`` (on runs of whitespace when it is blank),
+    or by default on any of ``|``, ``,`` and ``;``."""
+    if separator is None:
+        return [p.strip() for p in _SPLIT_RE.split(text)]
+    if not separator.strip():
+        return text.split()
+    return [p.strip() for p in text.split(separator)]
+
+
+def label_sets(series: pd.Series, column: str, separator: str | None = None) -> tuple[list, list[Problem]]:
+    """The label set of every row: a list, a JSON list string or a delimited string (the head's
+    ``separator``; by default any of ``|``, ``,`` and ``;``).
 
     An empty or missing cell is the empty set.
 
@@ -238,6 +249,8 @@ def label_sets(series: pd.Series, column: str) -> tuple[list, list[Problem]]:
         >>> import pandas as pd
         >>> label_sets(pd.Series(['["a", "b"]', "b|c", "", None, 3]), "t")[0]
         [['a', 'b'], ['b', 'c'], [], [], ['3']]
+        >>> label_sets(pd.Series(["cheap durable", "cheap"]), "t", separator=" ")[0]
+        [['cheap', 'durable'], ['cheap']]
     """
     sets, problems = [], []
     for row, value in series.items():
@@ -251,7 +264,7 @@ def label_sets(series: pd.Series, column: str) -> tuple[list, list[Problem]]:
                     raise ValueError("nested")
                 labels = [label_key(x) for x in items if not is_missing(x)]
             elif isinstance(value, str):
-                labels = [p.strip() for p in _SPLIT_RE.split(value)]
+                labels = split_labels(value, separator)
             else:
                 labels = [label_key(value)]
         except (ValueError, TypeError):
@@ -273,13 +286,25 @@ def fit_names(keys, size: int, declared, what: str, node: str, column: str) -> t
     if declared is not None:
         return list(declared), []
     distinct = sort_keys({k for k in keys if k is not None})
+    spaced = [k for k in distinct if len(str(k).split()) > 1]
     if all(is_int_key(k) and 0 <= int(k) < size for k in distinct):
         return [str(i) for i in range(size)], []
     if len(distinct) > size:
         shown = ", ".join(distinct[:12]) + (", …" if len(distinct) > 12 else "")
+        hint = f"set the count to {len(distinct)}, list the names, or fix the labels"
+        if spaced and what == "labels":
+            hint = (f"{len(spaced)} of them hold spaces ({spaced[0]!r}): if a cell lists labels separated by "
+                    f"spaces, set `separator: \" \"` on {node.rsplit('.', 1)[0]}; else " + hint)
         return [], [Problem("classes", f"{len(distinct)} distinct {what} in the training data but {node} "
-                            f"declares {size}: {shown}",
-                            f"set the count to {len(distinct)}, list the names, or fix the labels", None, column)]
+                            f"declares {size}: {shown}", hint, None, column)]
+    if spaced and what == "labels":
+        import warnings
+
+        from ..errors import DataWarning
+
+        warnings.warn(DataWarning(
+            f"column '{column}': {len(spaced)} fitted labels of {node.rsplit('.', 1)[0]} hold spaces ({spaced[0]!r}) "
+            f"— if a cell lists several labels separated by spaces, set `separator: \" \"` on the head"), stacklevel=2)
     return distinct + [f"<unused:{i}>" for i in range(len(distinct), size)], []
 
 
@@ -287,6 +312,11 @@ def unknown_label(key, names, declared: bool, what: str, node: str, row, column)
     """A label that is not in the label map (``what`` is ``class`` or ``label``)."""
     plural = "classes" if what == "class" else what + "s"
     shown = ", ".join(n for n in names if not n.startswith("<unused:"))[:200]
+    parts = str(key).split()
+    if what == "label" and len(parts) > 1 and all(p in names for p in parts):
+        return Problem("label", f"{what} {key!r} is not one of the {plural} of {node} ({shown}), but its words are",
+                       f"the cell lists labels separated by spaces: set `separator: \" \"` on "
+                       f"{node.rsplit('.', 1)[0]}", row, column)
     if declared:
         return Problem("label", f"{what} {key!r} is not one of the {plural} declared in {node} ({shown})",
                        f"fix the label, or add it to {node}", row, column)

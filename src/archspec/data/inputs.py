@@ -265,34 +265,45 @@ class CategoricalData(InputData):
 TOKENIZER_DIR = "tokenizers"
 
 
-class _TextFit(Fitter):
-    def __init__(self, cfg, ctx):
-        from .text import PretrainedText, WordPieceText
+def _tokenizer(type_name: str):
+    from ..registry import REGISTRIES
+    from . import text  # noqa: F401  (registers the built-in tokenizers)
 
+    return REGISTRIES["tokenizer"].builders.get(type_name)
+
+
+class _TextFit(Fitter):
+    """Fits the input's tokenizer type (a ``tokenizer`` registry builder): chunk by chunk when it has
+    ``streaming(cfg)`` (``wordpiece``: word counts), else from the collected texts at the end (a plugin
+    tokenizer without a streaming fit holds the training text in memory), or from nothing
+    (``needs_texts = False``: ``pretrained``)."""
+
+    def __init__(self, cfg, ctx):
         self.cfg, self.ctx = cfg, ctx
-        tok = cfg.tokenizer
-        if tok.type == "wordpiece":
-            self.columns = [cfg.column]
-            self.counter = WordPieceText.counter(tok.lowercase)
-            self.encoder = None
-        else:
-            self.columns = None
-            self.counter = None
-            self.encoder = PretrainedText.from_name(tok.name, ctx.base_dir, cfg.max_length, ctx.node)
+        self.builder = _tokenizer(cfg.tokenizer.type)
+        self.update_fn = self.finish_fn = None
+        self.texts: list[str] | None = None
+        self.columns = [cfg.column] if getattr(self.builder, "needs_texts", True) else None
+        if self.columns and hasattr(self.builder, "streaming"):
+            self.update_fn, self.finish_fn = self.builder.streaming(cfg.tokenizer)
+        elif self.columns:
+            self.texts = []
 
     def update(self, df):
         from .text import texts_of
 
-        if self.counter is not None:
-            self.counter.update(texts_of(df[self.cfg.column]))
+        texts = texts_of(df[self.cfg.column])
+        if self.update_fn is not None:
+            self.update_fn(texts)
+        else:
+            self.texts += texts
 
     def finish(self):
-        from .text import WordPieceText
-
-        enc = self.encoder
-        if enc is None:
-            tok = self.cfg.tokenizer
-            enc = WordPieceText.from_counts(self.counter, tok.vocab_size, tok.min_frequency, self.cfg.max_length)
+        cfg = self.cfg
+        if self.finish_fn is not None:
+            enc = self.finish_fn(cfg.max_length)
+        else:
+            enc = self.builder.fit(cfg.tokenizer, self.texts or [], cfg.max_length, self.ctx.base_dir, self.ctx.node)
         return {"tokenizer": enc.kind, "vocab_size": enc.vocab_size, "pad_id": enc.pad_id}, enc, []
 
 
@@ -303,7 +314,8 @@ class TextData(InputData):
     heavy = True
 
     def fit_columns(self, cfg, available):
-        return self.columns(cfg, available) or [] if cfg.tokenizer.type == "wordpiece" else []
+        needs = getattr(_tokenizer(cfg.tokenizer.type), "needs_texts", True)
+        return self.columns(cfg, available) or [] if needs else []
 
     def fitter(self, cfg, ctx):
         return _TextFit(cfg, ctx)
@@ -319,9 +331,12 @@ class TextData(InputData):
         extra.save(directory)
 
     def load_extra(self, cfg, state, directory):
-        from .text import PretrainedText, WordPieceText
+        from ..errors import CheckpointError
 
-        loader = WordPieceText if state.get("tokenizer") == "wordpiece" else PretrainedText
+        loader = _tokenizer(state.get("tokenizer"))
+        if loader is None:
+            raise CheckpointError(f"{directory}: input '{cfg.column}' was fitted with an unknown tokenizer "
+                                  f"{state.get('tokenizer')!r} — is the plugin that provides it installed?")
         return loader.load(directory, cfg.max_length)
 
 

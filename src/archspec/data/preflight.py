@@ -102,7 +102,7 @@ def target_problems(t, df: pd.DataFrame, fitted=None) -> list[Problem]:
         keys, problems = convert.class_keys(series, t.column)
         rows = [(row, [k]) for row, k in zip(series.index, keys) if k is not None]
     else:
-        sets, problems = convert.label_sets(series, t.column)
+        sets, problems = convert.label_sets(series, t.column, t.separator)
         rows = list(zip(series.index, sets))
     where = f"{node}.{field}"
     names = t.names or fitted
@@ -232,7 +232,7 @@ def preflight_table(checked, table, rows=None, split: str = "train", preprocesso
                     ks, p = convert.class_keys(df[t.column], t.column)
                     keys.update(k for k in ks if k is not None)
                 else:
-                    sets, p = convert.label_sets(df[t.column], t.column)
+                    sets, p = convert.label_sets(df[t.column], t.column, t.separator)
                     keys.update(k for s in sets for k in s)
                 probs += p
         total += len(probs)

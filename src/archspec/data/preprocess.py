@@ -218,7 +218,7 @@ class Preprocessor:
                                                        row, t.column))
             return out, probs  # (B,)
         if t.kind == "multilabel":
-            sets, probs = convert.label_sets(series, t.column)
+            sets, probs = convert.label_sets(series, t.column, t.separator)
             index = {k: i for i, k in enumerate(state["names"])}
             out = np.zeros((len(df), t.size), dtype=np.float32)
             for i, (row, labels) in enumerate(zip(series.index, sets)):
@@ -412,7 +412,7 @@ class _LabelFit:
             if t.kind == "multiclass":
                 keys.update(k for k in convert.class_keys(df[t.column], t.column)[0] if k is not None)
             else:
-                keys.update(k for s in convert.label_sets(df[t.column], t.column)[0] for k in s)
+                keys.update(k for s in convert.label_sets(df[t.column], t.column, t.separator)[0] for k in s)
 
     def finish(self) -> tuple[dict, list[Problem]]:
         targets, problems = {}, []

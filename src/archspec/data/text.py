@@ -1,5 +1,13 @@
 """Text → token ids and attention masks: a WordPiece tokenizer trained on the training text, or a
-pretrained (Hugging Face) tokenizer from a local directory or the local cache. Never downloads."""
+pretrained (Hugging Face) tokenizer from a local directory, or by hub name (downloaded on first use into
+the Hugging Face cache; never in offline mode).
+
+Each tokenizer type registers its builder under its spec name (``register_builder("tokenizer", ...)``):
+a class with ``fit(cfg, texts, max_length, base_dir, node)`` (from the training split; optionally
+``streaming(cfg) -> (update(texts), finish(max_length))`` to be fitted chunk by chunk) and
+``load(directory, max_length)`` (from a run), instances with ``kind``, ``vocab_size``, ``pad_id``,
+``save(directory)`` and ``encode(texts) -> (ids, mask)``.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import BuildError, CheckpointError
+from ..registry import register_builder
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")  # [PAD] is id 0
 
@@ -20,10 +29,24 @@ def texts_of(series) -> list[str]:
     return ["" if is_missing(v) else str(v) for v in series]
 
 
+@register_builder("tokenizer", "wordpiece")
 class WordPieceText:
     """A WordPiece tokenizer (``tokenizers`` library) that adds ``[CLS] … [SEP]`` and pads to ``max_length``."""
 
     kind = "wordpiece"
+
+    @classmethod
+    def fit(cls, cfg, texts, max_length: int, base_dir, node: str) -> "WordPieceText":
+        return cls.train(texts, cfg.vocab_size, cfg.lowercase, cfg.min_frequency, max_length)
+
+    @staticmethod
+    def streaming(cfg):
+        """A streaming fit for the ``text`` input's home: ``(update(texts), finish(max_length))``.
+
+        Word counts grow with the distinct words, never with the rows."""
+        counter = WordCounter(cfg.lowercase)
+        return counter.update, lambda max_length: WordPieceText.from_counts(counter, cfg.vocab_size,
+                                                                            cfg.min_frequency, max_length)
 
     def __init__(self, tokenizer, max_length: int):
         self.tokenizer = tokenizer
@@ -218,10 +241,16 @@ def wordpiece_vocabulary(word_counts, vocab_size: int, min_frequency: int, speci
     return vocab
 
 
+@register_builder("tokenizer", "pretrained")
 class PretrainedText:
-    """A Hugging Face tokenizer (``AutoTokenizer``) loaded without network access."""
+    """A Hugging Face tokenizer (``AutoTokenizer``): a local directory, or a hub name (cached on first use)."""
 
     kind = "pretrained"
+    needs_texts = False  # nothing is fitted: the fit pass does not read the text column
+
+    @classmethod
+    def fit(cls, cfg, texts: list[str], max_length: int, base_dir, node: str) -> "PretrainedText":
+        return cls.from_name(cfg.name, base_dir, max_length, node)
 
     def __init__(self, tokenizer, max_length: int):
         if tokenizer.pad_token is None:
@@ -234,10 +263,12 @@ class PretrainedText:
 
     @classmethod
     def from_name(cls, name: str, base_dir, max_length: int, node: str = "inputs") -> "PretrainedText":
-        """Load by hub name (from the local cache only) or from a local directory (relative to the spec).
+        """Load by hub name (downloaded into the Hugging Face cache on first use) or from a local directory
+        (relative to the spec).
 
         Raises:
-            BuildError: the tokenizer is not available offline; the message says how to provide it.
+            BuildError: the tokenizer cannot be loaded (offline and not cached, unknown name, no
+                network); the message says how to provide it.
         """
         local = name.startswith((".", "/", "~")) or os.sep in name and Path(name).expanduser().exists()
         if local:
@@ -281,19 +312,23 @@ class PretrainedText:
 
 
 def _auto(ref: str, node: str, name: str):
+    from .. import hub
+
     try:
         from transformers import AutoTokenizer
     except ImportError:
         raise BuildError(f"{node}.tokenizer: a pretrained tokenizer needs `transformers` — install "
                          "archspec[torch]") from None
     try:
-        # local_files_only: never reach the network (and never wait for its retries); trust_remote_code
-        # is never taken from a spec.
-        return AutoTokenizer.from_pretrained(ref, local_files_only=True, trust_remote_code=False)
+        # a hub name is downloaded on first use into the Hugging Face cache; offline, local_files_only
+        # fails at once (never waits for retries). trust_remote_code is never taken from a spec.
+        return AutoTokenizer.from_pretrained(ref, local_files_only=hub.offline(), trust_remote_code=False)
     except (OSError, ValueError, KeyError, TypeError) as exc:
+        if hub.is_hub_name(ref):
+            raise BuildError(f"{node}.tokenizer: cannot load pretrained tokenizer '{name}': "
+                             f"{hub.load_failure(name, exc, 'tokenizer')}, or use `type: wordpiece`") from None
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise BuildError(
-            f"{node}.tokenizer: cannot load pretrained tokenizer '{name}' offline ({first[:300]}) — put its "
-            "files (tokenizer.json, tokenizer_config.json, ...) in a local directory and set `name: ./that_dir` "
-            "(relative to the spec), or fetch it once into the Hugging Face cache where network is allowed "
-            f"(`hf download {name}`), or use `type: wordpiece`") from None
+            f"{node}.tokenizer: cannot load pretrained tokenizer '{name}' ({first[:300]}) — put its "
+            "files (tokenizer.json, tokenizer_config.json, ...) in that directory (`tokenizer.save_pretrained(dir)`), "
+            "or use `type: wordpiece`") from None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
 from pathlib import Path
 
@@ -134,8 +136,15 @@ def _strip_classifier(name: str, m: nn.Module) -> nn.Module:
     return m
 
 
-def _cached_weights(name: str, weights: str):
+def _named_weights(name: str, weights: str):
+    """torchvision's weights enum member, and whether its file is already in the torch hub cache.
+
+    Raises:
+        BuildError: unknown weights, or offline mode with the file not cached (says how to get it).
+    """
     import torchvision
+
+    from .. import hub
 
     try:
         enum = torchvision.models.get_model_weights(name)
@@ -143,10 +152,41 @@ def _cached_weights(name: str, weights: str):
     except (KeyError, ValueError) as exc:
         raise BuildError(f"torchvision model '{name}' has no weights '{weights}'") from exc
     file = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(w.url)
-    if not file.is_file():
-        raise BuildError(f"weights {name}.{weights} are not in the torch hub cache ({file}); archspec never "
-                         "downloads at build time — download them once with torchvision, or give `weights_path`")
-    return w
+    cached = file.is_file()
+    if not cached and hub.offline():
+        raise BuildError(f"weights {name}.{weights} are not in the torch hub cache ({file}) and offline mode is on "
+                         f"({hub.offline_reason()}) — run `archspec fetch SPEC` where network is allowed and copy "
+                         f"{file.parent} to this machine (set TORCH_HOME), or give `weights_path` to a local file")
+    return w, cached
+
+
+def _architecture_of(name: str, weights: str) -> dict:
+    """The constructor arguments torchvision derives from named weights (read from the enum, no download)."""
+    import torchvision
+
+    enum = torchvision.models.get_model_weights(name)
+    meta = (enum.DEFAULT if weights == "DEFAULT" else enum[weights]).meta
+    if name in ("googlenet", "inception_v3"):
+        return {"transform_input": True, "aux_logits": False, "init_weights": False}
+    if name.startswith("vit_"):
+        return {"image_size": meta["min_size"][0]}
+    if name.startswith("maxvit"):
+        return {"input_size": meta["min_size"]}
+    return {}
+
+
+@contextlib.contextmanager
+def _weights_only_state_dicts():
+    """torchvision loads its weight files with ``torch.load(weights_only=False)``; a file in the cache
+    could be anything, so load it as tensors only (no pickle code runs)."""
+    from torchvision.models import _api
+
+    original = _api.load_state_dict_from_url
+    _api.load_state_dict_from_url = functools.partial(original, weights_only=True)
+    try:
+        yield
+    finally:
+        _api.load_state_dict_from_url = original
 
 
 @register_builder("encoder", "torchvision")
@@ -158,8 +198,23 @@ def build_torchvision(cfg, in_shapes, ctx) -> nn.Module:
     kwargs = {}
     if cfg.model in ("googlenet", "inception_v3") and not cfg.weights:
         kwargs = {"aux_logits": False, "init_weights": True}
-    weights = _cached_weights(cfg.model, cfg.weights) if cfg.weights else None
-    model = torchvision.models.get_model(cfg.model, weights=weights, **kwargs)
+    if cfg.weights and getattr(ctx, "weights_from_run", None) is not None:
+        # a trained run's checkpoint gives every weight: the architecture the named weights imply, no file
+        weights, cached, kwargs = None, True, _architecture_of(cfg.model, cfg.weights)
+    else:
+        weights, cached = _named_weights(cfg.model, cfg.weights) if cfg.weights else (None, True)
+    try:
+        # named weights not in the cache are downloaded here by torchvision (progress bar, hash checked)
+        with _weights_only_state_dicts():
+            model = torchvision.models.get_model(cfg.model, weights=weights, **kwargs)
+    except (OSError, RuntimeError, ValueError) as exc:  # URLError is an OSError; a bad hash a RuntimeError
+        if weights is None:
+            raise
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        what = "download" if not cached else "load the cached"
+        raise BuildError(f"cannot {what} weights {cfg.model}.{cfg.weights} ({weights.url}): {first} — check the "
+                         "network, or run `archspec fetch SPEC` where network is allowed and copy the torch hub "
+                         f"cache ({torch.hub.get_dir()}) here, or give `weights_path`") from None
     if getattr(model, "aux_logits", False):
         # named weights come with auxiliary classifiers (torchvision insists on aux_logits=True);
         # in train mode they make forward return a tuple, so drop them as torchvision itself does
@@ -215,15 +270,27 @@ def _hf_reference(cfg, ctx) -> str:
     return ref
 
 
+#: from_pretrained options that choose what is downloaded and run; never taken from a spec's `config`
+_LOADER_KEYS = frozenset({"trust_remote_code", "revision", "code_revision", "cache_dir", "proxies", "token",
+                          "use_auth_token", "local_files_only", "force_download", "subfolder", "_commit_hash",
+                          "use_safetensors", "mirror"})
+
+
 @register_builder("encoder", "transformer")
 def build_transformer(cfg, in_shapes, ctx) -> nn.Module:
     from transformers import AutoConfig, AutoModel
     from transformers.utils import logging as hf_logging
 
+    from .. import hub
+
     hf_logging.set_verbosity_error()
     overrides = dict(cfg.config or {})
     from ..spec.hf import POOLER_TYPES
 
+    steering = sorted(set(overrides) & _LOADER_KEYS)
+    if steering:
+        raise BuildError(f"`config` may set model values only, not how files are loaded: remove "
+                         f"{', '.join(steering)} (trust_remote_code is never taken from a spec)")
     try:
         if cfg.pretrained is None:
             model_type = overrides.pop("model_type")
@@ -233,16 +300,28 @@ def build_transformer(cfg, in_shapes, ctx) -> nn.Module:
         else:
             ref = _hf_reference(cfg, ctx)
             overrides.pop("model_type", None)
-            # local_files_only: never download, and fail at once when the files are not here
-            hf_cfg = AutoConfig.from_pretrained(ref, local_files_only=True, **overrides)
+            # a hub name is downloaded on first use into the Hugging Face cache (safetensors preferred,
+            # transformers' default); offline, local_files_only fails at once instead of retrying.
+            # trust_remote_code is never taken from a spec.
+            load_kw = {"local_files_only": hub.offline(), "trust_remote_code": False}
+            saved = ctx.saved_config() if hasattr(ctx, "saved_config") else None
+            hf_cfg = AutoConfig.from_pretrained(str(saved) if saved else ref, **load_kw)
+            # the spec's `config` overrides config values only: applied after loading, so a key such as
+            # `revision`, `cache_dir`, `proxies` or `trust_remote_code` can never steer the download
+            hf_cfg.update(overrides)
             pool_kw = ({"add_pooling_layer": False}
                        if hf_cfg.model_type in POOLER_TYPES and cfg.pooling != "pooler" else {})
-            model = AutoModel.from_pretrained(ref, config=hf_cfg, local_files_only=True, **pool_kw)
+            if getattr(ctx, "weights_from_run", None) is not None:
+                # a trained run's checkpoint gives every weight: the architecture only, nothing downloaded
+                model = AutoModel.from_config(hf_cfg, **pool_kw)
+            else:
+                model = AutoModel.from_pretrained(ref, config=hf_cfg, **load_kw, **pool_kw)
     except (OSError, ValueError, KeyError, TypeError, AssertionError, RuntimeError) as exc:
         where = cfg.pretrained or (cfg.config or {}).get("model_type")
+        if cfg.pretrained and hub.is_hub_name(cfg.pretrained):
+            raise BuildError(f"cannot build transformer '{where}': {hub.load_failure(cfg.pretrained, exc)}") from None
         raise BuildError(f"cannot build transformer '{where}': {str(exc).splitlines()[0]} — give a local "
-                         "directory saved with save_pretrained, or an inline `config` to build it untrained "
-                         "(archspec never downloads)") from None
+                         "directory saved with save_pretrained, or an inline `config` to build it untrained") from None
     if getattr(model.config, "is_encoder_decoder", False):
         # T5, BART, ...: the features are the encoder's; the decoder would need its own inputs
         model = model.get_encoder()

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..metrics import decide_labels
 from ..registry import register_builder
 from .layers import L2Norm, dense_stack, masked_pool, norm1d
 
@@ -62,7 +63,7 @@ class LateFusion(nn.Module):
     """
 
     def __init__(self, combine: str, weights: list[float], kind: str, member_probs: list[bool],
-                 independent: bool, threshold: float = 0.5):
+                 independent: bool, threshold: float | None = 0.5):
         super().__init__()
         self.combine = combine
         self.kind = kind
@@ -90,7 +91,7 @@ class LateFusion(nn.Module):
                 if self.kind == "multiclass":
                     xs = [F.one_hot(x.argmax(-1), x.shape[-1]).to(x.dtype) for x in xs]
                 else:
-                    xs = [(x > self.threshold).to(x.dtype) for x in xs]
+                    xs = [decide_labels(self.kind, x, self.threshold).to(x.dtype) for x in xs]
         stacked = torch.stack(xs, dim=0)  # (M, B, ...)
         w = w.to(stacked.dtype).reshape(-1, *([1] * (stacked.dim() - 1)))
         return (stacked * w).sum(0)
@@ -103,7 +104,8 @@ def build_late(cfg, in_shapes, ctx) -> nn.Module:
         else [1.0 / n] * n
     kind = ctx.prediction_kind(cfg.inputs[0])
     member_probs = [s.kind == "probs" for s in in_shapes]
-    threshold = getattr(ctx.node(cfg.inputs[0]), "threshold", 0.5)
+    # the fused prediction's own threshold, else its first member's: graph.prediction_threshold
+    threshold = cfg.threshold if cfg.threshold is not None else ctx.prediction_threshold(cfg.inputs[0])
     return LateFusion(cfg.combine, weights, kind, member_probs, cfg.training == "independent", threshold)
 
 

@@ -22,6 +22,25 @@ FORMAT_VERSION = 1
 _cache: dict = {}
 on_change(_cache.clear)
 
+# Kinds whose configs sit inside other models (a head's `loss`, `training.optimizer`, ...): their
+# unions are built from the registries (:class:`~archspec.spec.base.RegistryUnion`) when the
+# holding models build their schemas, so the holders are rebuilt when a plugin adds one.
+FIELD_KINDS = ("loss", "optimizer", "schedule", "tokenizer")
+_built_with = {k: tuple(REGISTRIES[k].names()) for k in FIELD_KINDS}
+
+
+def refresh_models() -> None:
+    """Rebuild every model holding a registry union if a loss/optimizer/schedule/tokenizer was
+    registered since they were built (plugins register after the built-in models exist)."""
+    now = {k: tuple(REGISTRIES[k].names()) for k in FIELD_KINDS}
+    if now == _built_with:
+        return
+    holders = [REGISTRIES[k].configs[n] for k in (*FIELD_KINDS, *SECTIONS.values()) for n in REGISTRIES[k].names()]
+    for cls in [*holders, TrainingConfig]:
+        cls.model_rebuild(force=True)
+    _built_with.update(now)
+    _cache.clear()
+
 
 def _union(kind: str):
     classes = tuple(REGISTRIES[kind].configs[n] for n in REGISTRIES[kind].names())
@@ -32,8 +51,9 @@ def _union(kind: str):
 
 def spec_model() -> type:
     """The root model, built from every registered component (plugins included)."""
+    load_plugins()
+    refresh_models()
     if "model" not in _cache:
-        load_plugins()
         fields = {
             "archspec": (Literal[1], Field(description="Spec format version. Always `1` for now.")),
             "name": (Name, Field(pattern=r"^[A-Za-z0-9_.-]+$", description="Name of the model (used for run directories and exports).")),
@@ -67,6 +87,7 @@ def node_adapter(section: str):
         from pydantic import TypeAdapter
 
         load_plugins()
+        refresh_models()
         _cache[key] = TypeAdapter(_union(SECTIONS[section]))
     return _cache[key]
 

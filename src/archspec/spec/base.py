@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -19,6 +19,33 @@ Name = Annotated[str, Field(min_length=1, max_length=64)]
 
 Activation = Literal["relu", "gelu", "tanh", "sigmoid", "silu", "leaky_relu", "elu", "softmax", "linear"]
 Norm = Literal["none", "batch_norm", "layer_norm"]
+
+
+class RegistryUnion:
+    """Annotation marker: the tagged union (on ``type``) of every config registered for ``kind``.
+
+    The union is built from :data:`archspec.registry.REGISTRIES` whenever the model holding the
+    field builds its schema, so a plugin's loss, optimizer, schedule or tokenizer is accepted
+    wherever the built-in ones are (:func:`archspec.spec.refresh_models` rebuilds the holders after
+    a plugin registers one). Use as ``Annotated[object, RegistryUnion("loss")]``.
+    """
+
+    def __init__(self, kind: str):
+        self.kind = kind
+
+    def union(self):
+        from typing import Union
+
+        from ..registry import REGISTRIES
+
+        reg = REGISTRIES[self.kind]
+        classes = tuple(reg.configs.values())  # registration order: built-ins first, then plugins
+        if len(classes) == 1:
+            return classes[0]
+        return Annotated[Union[classes], Field(discriminator="type")]
+
+    def __get_pydantic_core_schema__(self, source, handler):
+        return handler.generate_schema(self.union())
 
 
 class StrictModel(BaseModel):

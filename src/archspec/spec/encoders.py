@@ -11,7 +11,7 @@ from ..registry import register_config
 from ..shapes import FEATURES, IMAGE, INDEX, SEQUENCE, TOKENS, Shape
 from . import hf
 from .backbones import BACKBONE_WIDTHS, FIXED_SIZE
-from .base import Activation, Layers, Name, Node, Norm, PositiveInt
+from .base import Activation, Layers, Name, Node, PositiveInt
 
 FEATURE_KINDS = frozenset({FEATURES})
 
@@ -98,6 +98,7 @@ class CNNEncoderConfig(EncoderNode):
     kernel_size: Annotated[int, Field(gt=0, le=15, strict=True)] = 3
     """Square kernel size (odd sizes keep the spatial size before pooling)."""
     activation: Activation = "relu"
+    """Activation of each conv stage (after its normalisation)."""
     norm: Literal["none", "batch_norm"] = "batch_norm"
     """Normalisation after each convolution."""
     global_pool: Literal["avg", "max", "none"] = "avg"
@@ -128,7 +129,8 @@ class TorchvisionEncoderConfig(EncoderNode):
     model: Name
     """Backbone name, e.g. `resnet50`, `efficientnet_b0`, `mobilenet_v3_small`."""
     weights: Annotated[str, Field(min_length=1, max_length=64)] | None = None
-    """torchvision weights name (e.g. `DEFAULT`, `IMAGENET1K_V2`), taken from the torch hub cache; `null` = random init."""
+    """torchvision weights name (e.g. `DEFAULT`, `IMAGENET1K_V2`), downloaded on first use into the torch hub
+    cache (`TORCH_HOME`); `null` = random init."""
     weights_path: Annotated[str, Field(min_length=1, max_length=4096)] | None = None
     """A local state-dict file (safetensors or `.pth`) to load instead of named weights."""
     accepts = frozenset({IMAGE})
@@ -157,9 +159,10 @@ class TorchvisionEncoderConfig(EncoderNode):
             ctx.report("E-SHAPE", ("input",), f"torchvision backbones take 3-channel images, the input has "
                        f"{ins[0].dims[0]}", "set `channels: 3` on the image input")
         if self.weights:
-            ctx.report("N-WEIGHTS", ("weights",), f"weights '{self.weights}' must already be in the torch hub "
-                       "cache; archspec never downloads at build time", "download them once with torchvision, or give "
-                       "`weights_path` to a local file", severity=NOTE)
+            ctx.report("N-WEIGHTS", ("weights",), f"weights '{self.weights}' are downloaded by torchvision on "
+                       "first build into the torch hub cache (TORCH_HOME) unless they are there already",
+                       "for an offline machine, run `archspec fetch` where network is allowed (or give "
+                       "`weights_path` to a local file)", severity=NOTE)
         return Shape(FEATURES, (width,))
 
 
@@ -169,8 +172,9 @@ class TransformerEncoderConfig(EncoderNode):
 
     type: Literal["transformer"]
     pretrained: Annotated[str, Field(min_length=1, max_length=4096)] | None = None
-    """Hub name (e.g. `bert-base-uncased`) or local directory (starting with `./`, `../`, `/` or `~`)
-    loaded with `AutoModel.from_pretrained`. Relative paths are relative to the spec file."""
+    """Hub name (e.g. `bert-base-uncased`, downloaded on first use into the Hugging Face cache) or local
+    directory (starting with `./`, `../`, `/` or `~`) loaded with `AutoModel.from_pretrained`. Relative
+    paths are relative to the spec file."""
     config: dict[str, Any] | None = None
     """An inline transformers config (must include `model_type`): builds the model untrained,
     with `AutoConfig.for_model`. With `pretrained`, overrides fields of the pretrained config."""
@@ -205,14 +209,33 @@ class TransformerEncoderConfig(EncoderNode):
                            "save_pretrained")
                 return None, where
             else:
-                if self.config is None or hf.width_of(self.config) is None:
-                    ctx.report("N-DEFERRED", ("pretrained",), f"'{self.pretrained}' is not a local directory "
-                               "and not in the local Hugging Face cache: its width is deferred to build",
-                               "give a local directory, or pre-download it, to check shapes now", severity=NOTE)
-                cfg = None
+                cfg, where = self._hub_config(ctx)
         if self.config is not None:
             cfg = {**(cfg or {}), **self.config}
         return cfg, where
+
+    def _hub_config(self, ctx) -> tuple[dict | None, str]:
+        """A hub model not in the cache: its config.json from the hub with `validate --online`, else deferred."""
+        from .. import hub
+
+        why = ""
+        if hub.lookups_enabled():
+            path, why = hub.fetch_config(self.pretrained)
+            cfg = hf.read_config(path) if path is not None else None
+            if cfg is not None:
+                return cfg, "hub"
+            why = why or f"its config.json ({path}) is not a JSON object"
+        if self.config is None or hf.width_of(self.config) is None:
+            if why:
+                ctx.report("N-DEFERRED", ("pretrained",), f"'{self.pretrained}' could not be looked up on the "
+                           f"hub: {why}; its width is deferred to build", "check the name and the network "
+                           "(HF_ENDPOINT, proxy), or give a local directory", severity=NOTE)
+            else:
+                ctx.report("N-DEFERRED", ("pretrained",), f"'{self.pretrained}' is not a local directory "
+                           "and not in the local Hugging Face cache: its width is deferred to build (where "
+                           "it is downloaded)", "run `archspec validate --online` to read its config.json "
+                           "from the hub, or `archspec fetch` to download it, to check shapes now", severity=NOTE)
+        return None, "unknown"
 
     def infer(self, ins, ctx) -> Shape:
         cfg, where = self.resolved_config(ctx)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated, ClassVar, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, field_validator
 
-from ..errors import ERROR, WARNING, did_you_mean
+from ..errors import WARNING, did_you_mean
 from ..registry import register_config
 from ..shapes import FEATURES, LOGITS, PROBS, SEQUENCE, TASKS, Shape
 from .base import Activation, Layers, Name, Node, NonNegFloat, PositiveInt, Probability
@@ -77,6 +77,9 @@ class LateFusionConfig(FusionNode):
     """Loss on the fused prediction (none by default: it is then only evaluated)."""
     metrics: list[Annotated[str, Field(min_length=1, max_length=32)]] | None = None
     """Metrics of the fused prediction; defaults to those of the first member."""
+    threshold: Probability | None = None
+    """For multilabel and binary members: probability above which the fused prediction predicts a
+    label (in metrics, `predict` and `hard_vote` alike); defaults to the first member's `threshold`."""
     accepts = frozenset({LOGITS, PROBS})
     kind: ClassVar[str] = "late"
 

@@ -29,9 +29,10 @@ def _no_default(schema: dict) -> None:
 class HeadNode(Node, Layers):
     section = "heads"
     kind: ClassVar[str] = ""
+    #: what turns the output layer into probabilities at prediction time (``None``: values as they are)
+    output_activation: ClassVar[str | None] = None
     default_loss: ClassVar[str] = ""
     default_metrics: ClassVar[tuple] = ()
-    allowed_losses: ClassVar[tuple] = ()
     accepts = frozenset({FEATURES})
 
     target: Name | None = None
@@ -50,8 +51,9 @@ class HeadNode(Node, Layers):
         return _default_loss(data, cls.default_loss)
 
     @property
-    def target_column(self) -> str:
-        return self.target or ""
+    def decision_threshold(self) -> float | None:
+        """Probability above which a label is predicted (multilabel, binary), else ``None``."""
+        return getattr(self, "threshold", None)
 
     def resolved_metrics(self) -> list[str]:
         return list(self.metrics) if self.metrics is not None else list(self.default_metrics)
@@ -90,9 +92,9 @@ class MulticlassHeadConfig(ClassifierHead):
     classes: Classes
     """Number of classes, or their names (label values in the data)."""
     kind = "multiclass"
+    output_activation = "softmax"
     default_loss = "cross_entropy"
     default_metrics = ("accuracy",)
-    allowed_losses = ("cross_entropy",)
 
     @field_validator("classes")
     @classmethod
@@ -119,10 +121,14 @@ class MultilabelHeadConfig(ClassifierHead):
     """Number of labels, or their names."""
     threshold: Probability = 0.5
     """Probability above which a label is predicted."""
+    separator: Annotated[str, Field(min_length=1, max_length=8)] | None = None
+    """How a data cell separates its labels when it is not a JSON list: e.g. `"|"`, or `" "` for
+    labels separated by spaces (a blank separator splits on any run of whitespace). Left out, a
+    cell is split on any of `|`, `,` and `;`."""
     kind = "multilabel"
+    output_activation = "sigmoid"
     default_loss = "binary_cross_entropy"
     default_metrics = ("binary_accuracy",)
-    allowed_losses = ("binary_cross_entropy",)
 
     @field_validator("labels")
     @classmethod
@@ -145,9 +151,9 @@ class BinaryHeadConfig(ClassifierHead):
     threshold: Probability = 0.5
     """Probability above which the positive class is predicted."""
     kind = "binary"
+    output_activation = "sigmoid"
     default_loss = "binary_cross_entropy"
     default_metrics = ("accuracy",)
-    allowed_losses = ("binary_cross_entropy",)
 
     def label_space(self):
         return ("binary", 1, None)
@@ -166,7 +172,6 @@ class RegressionHeadConfig(ClassifierHead):
     kind = "regression"
     default_loss = "mse"
     default_metrics = ("mae", "rmse")
-    allowed_losses = ("mse", "huber")
 
     def infer(self, ins, ctx) -> Shape:
         return Shape(VALUES, (self.outputs,))
@@ -188,9 +193,9 @@ class SimilarityHeadConfig(HeadNode):
     learn_scale: bool = False
     """Learn a scale and a bias applied to the score before the loss (starts at 1 and 0)."""
     kind = "similarity"
+    output_activation = "sigmoid"
     default_loss = "binary_cross_entropy"
     default_metrics = ("accuracy",)
-    allowed_losses = ("binary_cross_entropy", "contrastive")
 
     def references(self):
         return [(("query",), self.query), (("candidate",), self.candidate)]

@@ -25,12 +25,9 @@ def width_of(config: dict):
 
 
 def _cache_dirs() -> list[Path]:
-    roots = []
-    if os.environ.get("HF_HUB_CACHE"):
-        roots.append(Path(os.environ["HF_HUB_CACHE"]))
-    home = os.environ.get("HF_HOME") or os.path.join(os.path.expanduser("~"), ".cache", "huggingface")
-    roots.append(Path(home) / "hub")
-    return roots
+    from ..hub import hf_cache
+
+    return [hf_cache()]
 
 
 def is_local_reference(name: str) -> bool:
@@ -52,9 +49,13 @@ def find_config(name: str, base_dir: Path | None):
         cfg = p / "config.json"
         return (cfg, "local") if cfg.is_file() else (p, "missing-local")
     for root in _cache_dirs():
-        snaps = root / ("models--" + name.replace("/", "--")) / "snapshots"
+        repo = root / ("models--" + name.replace("/", "--"))
+        snaps = repo / "snapshots"
         if snaps.is_dir():
-            for snap in sorted(snaps.iterdir()):
+            # the snapshot `main` points at (what transformers loads), else any that has a config
+            ref = repo / "refs" / "main"
+            main = ref.read_text().strip() if ref.is_file() else ""
+            for snap in sorted(snaps.iterdir(), key=lambda s: s.name != main):
                 if (snap / "config.json").is_file():
                     return snap / "config.json", "cache"
     return None, "unknown"
@@ -68,3 +69,15 @@ def read_config(path: Path):
         return data if isinstance(data, dict) else None
     except (OSError, ValueError):
         return None
+
+
+def known_config(pretrained, inline, base_dir: Path | None):
+    """The transformers config known without the network (inline values over a local or cached
+    ``config.json``), or ``None``; reports nothing (``infer`` reports what is missing)."""
+    cfg = None
+    if pretrained:
+        path, where = find_config(pretrained, base_dir)
+        cfg = read_config(path) if where in ("local", "cache") else None
+    if inline:
+        cfg = {**(cfg or {}), **inline}
+    return cfg

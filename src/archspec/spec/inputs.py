@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 
 from ..registry import register_config
 from ..shapes import FEATURES, IMAGE, INDEX, TOKENS, Shape
-from .base import Name, Node, PositiveInt, StrictModel
+from .base import Name, Node, PositiveInt, RegistryUnion, StrictModel
 
 
 @register_config("tokenizer", "wordpiece")
@@ -33,9 +33,7 @@ class PretrainedTokenizerConfig(StrictModel):
     """Hub model name (e.g. `bert-base-uncased`) or path to a local directory."""
 
 
-TokenizerConfig = Annotated[
-    Union[WordPieceTokenizerConfig, PretrainedTokenizerConfig], Field(discriminator="type")
-]
+TokenizerConfig = Annotated[object, RegistryUnion("tokenizer")]
 
 
 class InputNode(Node):

@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Union
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field
 
 from ..registry import register_config
-from .base import NonNegFloat, NonNegInt, PositiveFloat, Probability, StrictModel
+from .base import NonNegFloat, NonNegInt, PositiveFloat, Probability, RegistryUnion, StrictModel
 
 
 class LossBase(StrictModel):
+    #: prediction kinds (head `kind`s) this loss applies to; a plugin loss states its own
+    applies_to: ClassVar[tuple] = ()
+
     weight: NonNegFloat = 1.0
     """Weight of this loss in the total (Keras `loss_weights`)."""
+
+
+def losses_for(kind: str) -> tuple:
+    """Registered losses a head of prediction ``kind`` may use, in registration order."""
+    from ..registry import REGISTRIES
+
+    return tuple(n for n, c in REGISTRIES["loss"].configs.items() if kind in getattr(c, "applies_to", ()))
 
 
 @register_config("loss", "cross_entropy")
@@ -20,6 +30,7 @@ class CrossEntropyLossConfig(LossBase):
     """Softmax cross-entropy on logits (multiclass)."""
 
     type: Literal["cross_entropy"]
+    applies_to = ("multiclass",)
     label_smoothing: Probability = 0.0
     """Mass spread uniformly over the classes (0 = none)."""
     class_weights: Annotated[list[NonNegFloat], Field(min_length=2)] | None = None
@@ -38,6 +49,7 @@ class BinaryCrossEntropyLossConfig(LossBase):
     """Binary cross-entropy per label (multi-label, binary, labelled pairs); on logits when the node gives logits."""
 
     type: Literal["binary_cross_entropy"]
+    applies_to = ("multilabel", "binary", "similarity")
     pos_weight: PositiveFloat | Annotated[list[PositiveFloat], Field(min_length=1)] | None = None
     """Weight of positive examples (one number, or one per label)."""
 
@@ -47,6 +59,7 @@ class MSELossConfig(LossBase):
     """Mean squared error (regression)."""
 
     type: Literal["mse"]
+    applies_to = ("regression",)
 
 
 @register_config("loss", "huber")
@@ -54,6 +67,7 @@ class HuberLossConfig(LossBase):
     """Huber loss (regression, robust to outliers)."""
 
     type: Literal["huber"]
+    applies_to = ("regression",)
     delta: PositiveFloat = 1.0
     """Where the loss turns from quadratic to linear."""
 
@@ -64,6 +78,7 @@ class ContrastiveLossConfig(LossBase):
     every other candidate in the batch is a negative; duplicates of the positive are masked."""
 
     type: Literal["contrastive"]
+    applies_to = ("similarity",)
     symmetric: bool = False
     """Also score candidates against queries and average the two directions (CLIP style)."""
     logq_correction: bool = False
@@ -84,8 +99,5 @@ class ContrastiveLossConfig(LossBase):
     drawn as a random negative) as a negative."""
 
 
-LossConfig = Annotated[
-    Union[CrossEntropyLossConfig, NLLLossConfig, BinaryCrossEntropyLossConfig, MSELossConfig,
-          HuberLossConfig, ContrastiveLossConfig],
-    Field(discriminator="type"),
-]
+LossConfig = Annotated[object, RegistryUnion("loss")]
+"""Any registered loss, chosen by its `type` (built from the registry: plugins add to it)."""

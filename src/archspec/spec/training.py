@@ -7,7 +7,7 @@ from typing import Annotated, Literal, Union
 from pydantic import Field, model_validator
 
 from ..registry import register_config
-from .base import FiniteFloat, NonNegFloat, NonNegInt, PositiveFloat, PositiveInt, Probability, StrictModel
+from .base import FiniteFloat, NonNegFloat, NonNegInt, PositiveFloat, PositiveInt, Probability, RegistryUnion, StrictModel
 
 Path = Annotated[str, Field(min_length=1, max_length=4096)]
 
@@ -36,6 +36,7 @@ class AdamConfig(OptimizerBase):
 
     type: Literal["adam"]
     betas: Annotated[list[Probability], Field(min_length=2, max_length=2)] = [0.9, 0.999]
+    """Decay rates of the running averages of the gradient and of its square."""
     eps: PositiveFloat = 1e-7
     """Keras' default epsilon (PyTorch's is 1e-8)."""
 
@@ -46,8 +47,11 @@ class AdamWConfig(OptimizerBase):
 
     type: Literal["adamw"]
     betas: Annotated[list[Probability], Field(min_length=2, max_length=2)] = [0.9, 0.999]
+    """Decay rates of the running averages of the gradient and of its square."""
     eps: PositiveFloat = 1e-8
+    """Added to the denominator for numerical stability (PyTorch's default)."""
     weight_decay: NonNegFloat = 0.01
+    """Decoupled weight decay (PyTorch's AdamW default)."""
 
 
 @register_config("optimizer", "sgd")
@@ -56,6 +60,7 @@ class SGDConfig(OptimizerBase):
 
     type: Literal["sgd"]
     lr: PositiveFloat = 0.01
+    """Learning rate (peak rate when a schedule is used)."""
     momentum: Probability = 0.0
     """Momentum factor (0 = plain SGD)."""
     nesterov: bool = False
@@ -68,7 +73,7 @@ class SGDConfig(OptimizerBase):
         return self
 
 
-OptimizerConfig = Annotated[Union[AdamConfig, AdamWConfig, SGDConfig], Field(discriminator="type")]
+OptimizerConfig = Annotated[object, RegistryUnion("optimizer")]
 
 
 @register_config("schedule", "constant")
@@ -86,7 +91,9 @@ class CosineScheduleConfig(StrictModel):
 
     type: Literal["cosine"]
     warmup_steps: NonNegInt = 0
+    """Steps of linear warmup from 0 to the peak rate."""
     min_lr: NonNegFloat = 0.0
+    """Learning rate at the end of the decay."""
 
 
 @register_config("schedule", "linear")
@@ -95,11 +102,10 @@ class LinearScheduleConfig(StrictModel):
 
     type: Literal["linear"]
     warmup_steps: NonNegInt = 0
+    """Steps of linear warmup from 0 to the peak rate."""
 
 
-ScheduleConfig = Annotated[
-    Union[ConstantScheduleConfig, CosineScheduleConfig, LinearScheduleConfig], Field(discriminator="type")
-]
+ScheduleConfig = Annotated[object, RegistryUnion("schedule")]
 
 
 class EarlyStoppingConfig(StrictModel):
@@ -112,6 +118,7 @@ class EarlyStoppingConfig(StrictModel):
     patience: PositiveInt = 3
     """Epochs without improvement before stopping."""
     min_delta: NonNegFloat = 0.0
+    """Smallest change of the metric that counts as an improvement."""
 
 
 class FixedWeightingConfig(StrictModel):
@@ -144,6 +151,9 @@ class GradNormWeightingConfig(StrictModel):
     """Restoring force toward equal training rates (the paper's α; 0 = equal gradient norms)."""
     lr: PositiveFloat = 0.025
     """Learning rate of the weights (their own Adam optimizer)."""
+    layer: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+    """The node whose last layer GradNorm watches; default: the last node every loss reads (from the
+    graph). It must be a node every loss reads."""
 
 
 class DWAWeightingConfig(StrictModel):
@@ -177,8 +187,11 @@ class TrainingConfig(StrictModel):
     """How to train (Keras `compile`/`fit` defaults where Keras has one)."""
 
     data: DataConfig = DataConfig()
+    """Where the training, validation and test data are."""
     optimizer: OptimizerConfig = AdamConfig(type="adam")
+    """The optimizer; Adam with Keras' defaults when left out."""
     schedule: ScheduleConfig = ConstantScheduleConfig(type="constant")
+    """The learning-rate schedule; constant when left out."""
     batch_size: Annotated[int, Field(gt=0, le=1_000_000, strict=True)] = 32
     """Rows per forward pass (all processes together); with `grad_accumulation: N` one optimizer
     step sees N × batch_size rows."""
