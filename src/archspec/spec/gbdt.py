@@ -61,6 +61,9 @@ class GBDTHeadConfig(Node):
     """Regression: values per example (one model per value)."""
     threshold: Probability = 0.5
     """Binary / multilabel: probability above which the positive class is predicted."""
+    separator: Annotated[str, Field(min_length=1, max_length=8)] | None = None
+    """Multilabel: how a data cell separates its labels when it is not a JSON list (as for
+    `multilabel` heads); left out, a cell is split on any of `|`, `,` and `;`."""
     trees: Annotated[int, Field(gt=0, le=100_000, strict=True)] = 200
     """Maximum boosting rounds (trees per model; fewer with early stopping)."""
     num_leaves: Annotated[int, Field(ge=2, le=131_072, strict=True)] = 31
@@ -115,7 +118,13 @@ class GBDTHeadConfig(Node):
     # --- what every head offers the graph, the checks and the compiler ----------------------------
     kind: ClassVar = _ByTask({t: t for t in _DEFAULT_LOSS}, "gbdt")
     default_loss: ClassVar = _ByTask(_DEFAULT_LOSS, "by task")
+    output_activation: ClassVar = _ByTask({"multiclass": "softmax", "multilabel": "sigmoid", "binary": "sigmoid",
+                                           "regression": None}, None)
     allowed_losses: ClassVar = _ByTask(_ALLOWED_LOSSES, ("cross_entropy", "binary_cross_entropy", "mse", "huber"))
+
+    @property
+    def decision_threshold(self) -> float | None:
+        return self.threshold if self.task in ("binary", "multilabel") else None
 
     @property
     def target_column(self) -> str:

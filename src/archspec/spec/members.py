@@ -62,6 +62,18 @@ class RunHeadConfig(Node):
         return getattr(m, "kind", "") if m is not None else ""
 
     @property
+    def output_activation(self):
+        return getattr(self.member, "output_activation", None)
+
+    @property
+    def separator(self):
+        return getattr(self.member, "separator", None)
+
+    @property
+    def decision_threshold(self) -> float | None:
+        return getattr(self.member, "decision_threshold", None)
+
+    @property
     def target_column(self) -> str:
         return self.target or (self._member[2] if self._member else "") or ""
 
@@ -112,6 +124,6 @@ class RunHeadConfig(Node):
             ctx.report("E-RUN-MEMBER", ("head",), f"'{self.head}' of run {run} is itself a member of another run",
                        f"name the original run ({cfg.run}) instead")
             return None
-        target = cfg.target_column or self.head
+        target = getattr(cfg, "target_column", None) or getattr(cfg, "target", None) or self.head
         self._member = (cfg, checked.shapes[self.head], target, run)
         return checked.shapes[self.head]
