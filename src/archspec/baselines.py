@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import hashlib
 
-import torch
-
-from .graph import prediction_kind, prediction_metrics, prediction_threshold
-from .metrics import classification_metrics, recall_at_k, recall_ks, regression_metrics
+from .graph import prediction_metrics, prediction_threshold
+from .prediction_kinds import home_of
 
 
 def _row_keys(inputs: dict, keys: list[str]) -> list[str]:
@@ -30,61 +28,25 @@ def _row_keys(inputs: dict, keys: list[str]) -> list[str]:
 
 
 def fit_baseline(model, x_train: dict, y_train: dict) -> dict:
-    """Statistics of the training split the baselines need (JSON-able)."""
+    """Statistics of the training split the baselines need (JSON-able); each prediction kind's home
+    (:mod:`archspec.prediction_kinds`) says which."""
     g = model.checked.graph
+    n = len(next(iter(x_train.values()))) if x_train else len(next(iter(y_train.values()), []))
     stats = {}
     for name in model.predictions:
-        kind = prediction_kind(g, name)
-        if kind == "similarity":
-            if name in y_train:
-                stats[name] = {"rate": float(y_train[name].float().mean())}
-            else:
-                cand = model.similarity[name][1]
-                keys = _row_keys(x_train, model.input_keys([cand]))
-                counts: dict = {}
-                for k in keys:
-                    counts[k] = counts.get(k, 0) + 1
-                stats[name] = {"popularity": counts, "keys": model.input_keys([cand])}
-        elif name in y_train:
-            y = y_train[name]
-            if kind == "multiclass":
-                c = model.shapes[name].dims[0]
-                stats[name] = {"prior": torch.bincount(y.long(), minlength=c).double().div(len(y)).tolist()}
-            elif kind == "regression":
-                stats[name] = {"mean": y.double().mean(0).tolist()}
-            else:
-                stats[name] = {"prior": y.double().mean(0).reshape(-1).tolist()}
+        home = home_of(g, name)
+        st = home.baseline_stats(model, name, home.baseline_update(model, name, None, x_train, y_train), n)
+        if st is not None:
+            stats[name] = st
     return stats
 
 
 def baseline_metrics(model, stats: dict, x_eval: dict, y_eval: dict) -> dict:
     """Metrics of the trivial baselines on an evaluation split, keyed like the model's."""
     g = model.checked.graph
-    n = len(next(iter(x_eval.values())))
     out = {}
     for name, st in stats.items():
-        kind = prediction_kind(g, name)
-        names = prediction_metrics(g, name)
-        cfg = model.node_configs[name]
-        if kind == "similarity":
-            if "popularity" in st:
-                keys = _row_keys(x_eval, st["keys"])
-                pop = torch.tensor([float(st["popularity"].get(k, 0)) for k in keys])
-                # ties (e.g. items never seen in training) are broken at random, with a fixed seed
-                noise = torch.rand(n, n, generator=torch.Generator().manual_seed(0)) * 1e-3
-                pairwise = pop.unsqueeze(0).expand(n, n) + noise
-                m = recall_at_k(pairwise, recall_ks(names))
-            else:
-                rest = [x for x in names if not x.startswith("recall@")]
-                m = classification_metrics("binary", torch.full((n,), st["rate"]), y_eval[name], rest)
-        elif name not in y_eval:
-            continue
-        elif kind == "regression":
-            pred = torch.tensor(st["mean"]).expand(n, -1)
-            m = regression_metrics(pred, y_eval[name], names)
-        else:
-            prior = torch.tensor(st["prior"])
-            probs = prior.expand(n, -1).clone() if kind != "binary" else prior.expand(n).clone()
-            m = classification_metrics(kind, probs, y_eval[name], names, prediction_threshold(g, name))
+        m = home_of(g, name).baseline_metrics(model, name, st, x_eval, y_eval, prediction_metrics(g, name),
+                                              prediction_threshold(g, name))
         out.update({f"{name}/{k}": v for k, v in m.items()})
     return out
