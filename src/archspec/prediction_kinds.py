@@ -81,6 +81,9 @@ class PredictionKind:
     name: ClassVar[str] = ""
     #: one line on what an exported output of this kind holds (the manifest's outputs)
     meaning: ClassVar[str] = ""
+    #: the rule of :func:`archspec.metrics.decide_labels` and ``classification_metrics`` it follows
+    #: (``multiclass``, ``multilabel`` or ``binary``), so a subclass under a new name keeps it
+    decides_as: ClassVar[str] = "binary"
 
     # --- outputs → probabilities → labels ---------------------------------------------------
     def probabilities(self, out, activation: str | None):
@@ -95,7 +98,7 @@ class PredictionKind:
         """The labels (see :func:`archspec.metrics.decide_labels`); ``None`` for values."""
         from .metrics import decide_labels
 
-        return decide_labels(self.name, probs, threshold)
+        return decide_labels(self.decides_as, probs, threshold)
 
     # --- what predict writes and shows -----------------------------------------------------
     def columns(self, name: str, out, probs, labels, label_names: list | None) -> dict:
@@ -114,7 +117,7 @@ class PredictionKind:
 
         if name not in targets:
             return {}
-        return classification_metrics(self.name, to_probabilities(model, name, outputs[name]), targets[name],
+        return classification_metrics(self.decides_as, to_probabilities(model, name, outputs[name]), targets[name],
                                       names, threshold)
 
     # --- trivial baseline ------------------------------------------------------------------
@@ -144,7 +147,7 @@ class PredictionKind:
         if name not in y:
             return {}
         n = len(next(iter(x.values())))
-        return classification_metrics(self.name, self.baseline_prediction(stats, n), y[name], names, threshold)
+        return classification_metrics(self.decides_as, self.baseline_prediction(stats, n), y[name], names, threshold)
 
     # --- export ----------------------------------------------------------------------------
     def export_activation(self, cfg, shape, activation: str | None) -> str | None:
@@ -169,6 +172,7 @@ class Multiclass(PredictionKind):
     """One of C classes. Baseline: the training class frequencies (so the majority class)."""
 
     name = "multiclass"
+    decides_as = "multiclass"
     meaning = "one score per class (logits: softmax gives the probabilities); the label is the most probable class"
 
     def columns(self, name, out, probs, labels, label_names):
@@ -192,6 +196,7 @@ class Multilabel(PredictionKind):
     """Any subset of L labels. Baseline: every label's training frequency as its probability."""
 
     name = "multilabel"
+    decides_as = "multilabel"
     meaning = "one score per label (logits: sigmoid gives each probability); labels above `threshold`"
 
     def columns(self, name, out, probs, labels, label_names):
