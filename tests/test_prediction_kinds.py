@@ -92,3 +92,17 @@ def test_baselines_fitted_batch_by_batch_equal_one_pass():
     mc = pk.kind_home("multiclass")
     assert mc.baseline_stats(model, "y", mc.baseline_update(model, "y", None, {}, y), 5) == {"prior": [0.2, 0.2, 0.6]}
     assert pk.kind_home("regression").baseline_update(model, "y", None, {}, {}) is None  # unlabelled: no baseline
+
+
+def test_numpy_and_torch_give_the_same_columns():
+    """The torch-free serving runtime lays out its columns with the same homes as `predict`."""
+    p = torch.tensor([[0.2, 0.7, 0.9], [0.6, 0.1, 0.3]])
+    for kind, thr in (("multiclass", None), ("multilabel", 0.0), ("multilabel", None)):
+        home = pk.kind_home(kind)
+        a = home.columns("h", p, p, home.decide(p, thr), ["x", "y", "z"])
+        b = home.columns("h", p.numpy(), p.numpy(), home.decide(p.numpy(), thr), ["x", "y", "z"])
+        assert list(a) == list(b) and a["h"] == b["h"]
+        assert all((a[k] == b[k]).all() for k in a if k != "h")
+    q = torch.tensor([0.3, 0.6])
+    binary = pk.kind_home("binary")
+    assert binary.decide(q.numpy(), 0.5).tolist() == binary.decide(q, 0.5).tolist() == [0, 1]

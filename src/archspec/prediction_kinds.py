@@ -7,7 +7,7 @@ one :class:`PredictionKind` object here, so evaluation, prediction, baselines an
 than switching on the kind's name:
 
 * ``probabilities(out, activation)``: probabilities (or values) from the model's outputs;
-* ``decide(probs, threshold)``: the labels, through :func:`archspec.metrics.decide_labels`;
+* ``decide(probs, threshold)``: the labels, by the one rule :func:`decide_labels`;
 * ``columns(name, out, probs, labels, label_names)``: the columns ``archspec predict`` writes;
 * ``shown(name, pred, text)``: how ``predict --show`` prints one row's prediction;
 * ``metrics(...)``: its metrics on labelled rows;
@@ -24,7 +24,8 @@ How to add a prediction kind
    in the module its ``archspec.components`` entry point imports; it is picked up on first use.
 3. ``tests/test_prediction_kinds.py`` fails for a head kind without a home here.
 
-This module imports torch only inside the methods that compute with it (``import`` stays light).
+This module imports torch only inside the methods that compute with it: ``import`` stays light, and the
+torch-free serving runtime (:mod:`archspec.serving`) lays out its columns with the same homes.
 """
 
 from __future__ import annotations
@@ -34,6 +35,30 @@ from typing import ClassVar
 from .errors import BuildError
 
 KINDS: dict[str, PredictionKind] = {}
+DEFAULT_THRESHOLD = 0.5
+
+
+def decide_labels(kind: str, probs, threshold: float | None = None):
+    """The labels a prediction predicts from its probabilities — the one rule behind metrics,
+    ``archspec predict``, hard votes and the torch-free serving runtime (torch tensors or numpy
+    arrays alike; also importable as ``archspec.metrics.decide_labels``).
+
+    ``multiclass``: the index of the most probable class, ``(N,)``. ``multilabel``/``binary``
+    (and a similarity's probability): 1 where the probability is above ``threshold`` (the head's,
+    see :func:`archspec.graph.prediction_threshold`; 0.5 when ``None``), else 0, same shape as
+    ``probs`` (int64).
+
+    Example:
+        >>> import numpy as np
+        >>> decide_labels("multilabel", np.array([[0.2, 0.7]]), 0.0).tolist()
+        [[1, 1]]
+        >>> decide_labels("multiclass", np.array([[0.2, 0.7, 0.1]])).tolist()
+        [1]
+    """
+    if kind == "multiclass":
+        return probs.argmax(-1)
+    above = probs > (DEFAULT_THRESHOLD if threshold is None else threshold)
+    return above.long() if hasattr(above, "long") else above.astype("int64")
 
 
 def register_prediction_kind(cls: type[PredictionKind]) -> type[PredictionKind]:
@@ -95,9 +120,7 @@ class PredictionKind:
         return torch.softmax(out, dim=-1) if activation == "softmax" else torch.sigmoid(out)
 
     def decide(self, probs, threshold: float | None = None):
-        """The labels (see :func:`archspec.metrics.decide_labels`); ``None`` for values."""
-        from .metrics import decide_labels
-
+        """The labels (see :func:`decide_labels`); ``None`` for values."""
         return decide_labels(self.decides_as, probs, threshold)
 
     # --- what predict writes and shows -----------------------------------------------------
@@ -163,6 +186,11 @@ class PredictionKind:
         return None
 
 
+def _array(x):
+    """A numpy array of a CPU tensor or an array (predict's columns are numpy either way)."""
+    return x.numpy() if hasattr(x, "numpy") else x
+
+
 def _names_or_indices(names, width: int) -> list:
     return names or [str(i) for i in range(width)]
 
@@ -179,7 +207,7 @@ class Multiclass(PredictionKind):
         names = _names_or_indices(label_names, probs.shape[1])
         cols = {name: [names[i] for i in labels.tolist()]}
         for j, label in enumerate(names):
-            cols[f"{name}.prob.{label}"] = probs[:, j].numpy()
+            cols[f"{name}.prob.{label}"] = _array(probs[:, j])
         return cols
 
     def baseline_update(self, model, name, acc, x, y):
@@ -203,7 +231,7 @@ class Multilabel(PredictionKind):
         names = _names_or_indices(label_names, probs.shape[1])
         cols = {name: ["|".join(n for n, on in zip(names, row) if on) for row in labels.tolist()]}
         for j, label in enumerate(names):
-            cols[f"{name}.prob.{label}"] = probs[:, j].numpy()
+            cols[f"{name}.prob.{label}"] = _array(probs[:, j])
         return cols
 
 
@@ -215,7 +243,7 @@ class Binary(PredictionKind):
     meaning = "one score per row (a logit: sigmoid gives the probability of yes); yes above `threshold`"
 
     def columns(self, name, out, probs, labels, label_names):
-        return {name: labels.numpy(), f"{name}.prob": probs.numpy()}
+        return {name: _array(labels), f"{name}.prob": _array(probs)}
 
     def shown(self, name, pred, text):
         return f"{pred[name]}  prob {pred[f'{name}.prob']:.4f}"
@@ -241,7 +269,7 @@ class Regression(PredictionKind):
 
     def columns(self, name, out, probs, labels, label_names):
         width = out.shape[1]
-        return {name if width == 1 else f"{name}.{j}": out[:, j].numpy() for j in range(width)}
+        return {name if width == 1 else f"{name}.{j}": _array(out[:, j]) for j in range(width)}
 
     def metrics(self, model, name, outputs, targets, names, threshold):
         from .metrics import regression_metrics
@@ -278,7 +306,7 @@ class Similarity(PredictionKind):
                "when trained with binary cross-entropy); towers are exported on their own for retrieval")
 
     def columns(self, name, out, probs, labels, label_names):
-        return {f"{name}.score": out.numpy(), f"{name}.prob": probs.numpy()}
+        return {f"{name}.score": _array(out), f"{name}.prob": _array(probs)}
 
     def shown(self, name, pred, text):
         return f"score {pred[f'{name}.score']:.4f}  prob {pred[f'{name}.prob']:.4f}"
