@@ -1,5 +1,9 @@
 """Every prediction kind has one home (archspec.prediction_kinds), and plugins can add one."""
 
+import os
+import subprocess
+import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -60,6 +64,42 @@ def test_a_kind_registered_by_a_plugin_is_picked_up_on_first_use(monkeypatch):
     probs = torch.tensor([[0.1, 0.9], [0.8, 0.2]])
     cols = home.columns("grade", probs, probs, home.decide(probs), ["low", "high"])
     assert cols["grade"] == ["high", "low"] and list(cols) == ["grade", "grade.prob.low", "grade.prob.high"]
+
+
+ORDINAL_PLUGIN = """
+from archspec.prediction_kinds import Multiclass, register_prediction_kind
+
+
+@register_prediction_kind
+class Ordinal(Multiclass):
+    name = "ordinal"
+    meaning = "one score per ordered grade"
+"""
+
+ORDINAL_DRIVER = """
+import sys
+import numpy as np
+from archspec.prediction_kinds import KINDS, kind_home
+
+assert "ordinal" not in KINDS  # nothing imported the plugin yet
+home = kind_home("ordinal")  # loads the archspec.components entry points on a miss
+p = np.array([[0.1, 0.9], [0.8, 0.2]])
+print(home.meaning, home.columns("grade", p, p, home.decide(p), ["low", "high"])["grade"], "torch" in sys.modules)
+"""
+
+
+def test_a_kind_from_an_installed_plugin_entry_point_is_found(tmp_path):
+    (tmp_path / "ordinalplugin.py").write_text(ORDINAL_PLUGIN)
+    info = tmp_path / "ordinalplugin-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: ordinalplugin\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[archspec.components]\nordinalplugin = ordinalplugin\n")
+    src = Path(__file__).resolve().parents[1] / "src"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(src)])}
+    proc = subprocess.run([sys.executable, "-c", ORDINAL_DRIVER], capture_output=True, text=True, env=env,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "one score per ordered grade ['high', 'low'] False"
 
 
 def test_each_kind_lays_out_the_columns_predict_writes():
