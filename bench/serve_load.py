@@ -165,7 +165,7 @@ def main(argv=None) -> int:
     result = {
         "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "command": "python bench/serve_load.py" + (" --quick" if args.quick else f" --requests {n_req}")
-                   + f" --clients {args.clients}",
+                   + f" --clients {args.clients} --max-batch {args.max_batch} --max-wait-ms {args.max_wait_ms:g}",
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
                     "load_avg_1m": os.getloadavg()[0]},
         "run": str(run) if args.run else "small trained run (bench/serve_load.py SPEC)",

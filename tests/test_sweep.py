@@ -117,7 +117,10 @@ def test_set_path_fills_missing_mappings_from_the_resolved_spec():
 # --- running sweeps ----------------------------------------------------------------------------
 
 @pytest.mark.integration
-def test_sweep_resumes_after_sigkill_and_best_spec_reproduces(tmp_path, capsys):
+def test_sweep_resumes_after_sigkill_with_two_workers_and_best_spec_reproduces(tmp_path, capsys):
+    """One worker is killed with SIGKILL mid-sweep; two worker processes then resume the same SQLite
+    study together. Finished trials are not repeated, the killed trial's parameters run again, every
+    trial trains exactly once, and the best spec reproduces its value."""
     spec, sweep = _project(tmp_path, FOUR, epochs=3)
     out = tmp_path / "sw"
     proc = _cli("sweep", str(spec), "--config", str(sweep), "--out", str(out))
@@ -133,31 +136,33 @@ def test_sweep_resumes_after_sigkill_and_best_spec_reproduces(tmp_path, capsys):
                     done = _study(out).get_trials(states=(S.COMPLETE,))
                 except Exception:  # noqa: BLE001 - the first worker may still be creating the tables
                     continue
-                if len(done) >= 2:
+                if len(done) >= 1:
                     break
     finally:
         proc.send_signal(signal.SIGKILL)
         log = proc.communicate(timeout=30)[0]
-    assert len(done) >= 2, log
+    assert len(done) >= 1, log
     before = {t.number: (t.value, (out / "trials" / f"{t.number:04d}" / "metrics.jsonl").stat().st_mtime_ns)
-              for t in done}
+              for t in _study(out).get_trials(states=(S.COMPLETE,))}
 
-    r = subprocess.run([PY, "-m", "archspec", "sweep", "--resume", str(out)], env=ENV, capture_output=True,
-                       text=True, timeout=300)
-    assert r.returncode == 0, r.stdout + r.stderr
-    trials = _study(out).get_trials()
+    workers = [_cli("sweep", "--resume", str(out)) for _ in range(2)]  # two processes, one SQLite file
+    logs = [p.communicate(timeout=300)[0] for p in workers]
+    assert [p.returncode for p in workers] == [0, 0], logs
+    trials = [t for t in _study(out).get_trials() if not t.user_attrs.get("surplus")]
     complete = [t for t in trials if t.state == S.COMPLETE]
     assert len(complete) == 4, [(t.number, t.state) for t in trials]
     for t in complete:  # finished trials were not repeated: same value, run untouched
         if t.number in before:
             mtime = (out / "trials" / f"{t.number:04d}" / "metrics.jsonl").stat().st_mtime_ns
             assert (t.value, mtime) == before[t.number]
+        run = Path(t.user_attrs["run_dir"])  # and every trial trained exactly once, in its own run
+        assert len((run / "metrics.jsonl").read_text().splitlines()) == 3
+    assert len({t.user_attrs["run_dir"] for t in complete}) == 4
     killed = [t for t in trials if t.state == S.FAIL]
     assert all("error" not in t.user_attrs for t in killed)
     for t in killed:  # a killed trial's parameters ran again
         assert any(c.user_attrs.get("retry_of") == t.number and t.params.items() <= c.params.items()
                    for c in complete)
-    assert "best: trial" in r.stdout
 
     from archspec.cli import main
 
@@ -215,23 +220,6 @@ def test_pruning_stops_a_bad_configuration_early(tmp_path):
     assert bad.state.name == "PRUNED" and bad.user_attrs["epochs"] < 6
     lines = (tmp_path / "sw" / "trials" / "0001" / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == bad.user_attrs["epochs"]
-
-
-@pytest.mark.integration
-def test_two_workers_share_one_sqlite_study(tmp_path):
-    spec, sweep = _project(tmp_path, FOUR, epochs=1)
-    args = ["sweep", str(spec), "--config", str(sweep), "--out", str(tmp_path / "sw")]
-    first = _cli(*args)
-    time.sleep(1.0)  # let the first worker create the directory
-    second = _cli(*args)
-    logs = [p.communicate(timeout=300)[0] for p in (first, second)]
-    assert first.returncode == 0 and second.returncode == 0, logs
-    trials = [t for t in _study(tmp_path / "sw").get_trials() if not t.user_attrs.get("surplus")]
-    assert sorted(t.number for t in trials if t.state.name == "COMPLETE") == [t.number for t in trials]
-    assert len(trials) == 4
-    for t in trials:  # each trial trained exactly once, in its own run directory
-        run = Path(t.user_attrs["run_dir"])
-        assert len((run / "metrics.jsonl").read_text().splitlines()) == 1
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "specs" / "sweeps").glob("*.yaml")), ids=lambda p: p.stem)

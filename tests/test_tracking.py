@@ -86,7 +86,7 @@ def test_mlflow_store_holds_the_logged_values_and_resume_continues_the_run(tmp_p
 
     spec = _project(tmp_path)
     run = tmp_path / "runs" / "r1"
-    assert main(["train", str(spec), "--out", str(run), "--track", "mlflow", "--max-steps", "4"]) == 0
+    assert main(["train", str(spec), "--out", str(run), "--track", "mlflow", "--epochs", "1"]) == 0
     uri = f"sqlite:///{(tmp_path / 'runs' / 'mlflow.db').resolve()}"  # the default: next to the runs
     client = MlflowClient(uri)
     state = json.loads((run / "tracking.json").read_text())
@@ -95,15 +95,17 @@ def test_mlflow_store_holds_the_logged_values_and_resume_continues_the_run(tmp_p
     assert r.info.status == "FINISHED" and r.info.run_name == "r1"
     assert r.data.params["training.optimizer.lr"] == "0.001" and r.data.params["loss_weight.z"] == "0.5"
     steps = [m.step for m in client.get_metric_history(r.info.run_id, "train/loss")]
-    assert steps == [1, 2, 3, 4]
+    assert steps == [1, 2, 3]  # 48 training rows, batches of 16
     arts = {a.path for a in client.list_artifacts(r.info.run_id)}
     assert {"spec.yaml", "resolved_spec.json", "metrics.jsonl", "graph.mmd", "graph.dot", "graph.png", "checkpoints",
             "preprocess"} <= arts
     art_root = Path(r.info.artifact_uri.removeprefix("file://"))
     assert art_root.is_relative_to((tmp_path / "runs" / "mlartifacts").resolve())  # not ./mlruns
 
-    # continue to the end: the same MLflow run gets the remaining steps and epochs
-    assert main(["train", "--resume", str(run), "--track", "mlflow"]) == 0
+    # a second epoch on resume: the same MLflow run gets its steps and values
+    assert main(["train", "--resume", str(run), "--track", "mlflow", "--epochs", "2"]) == 0
+    steps = [m.step for m in client.get_metric_history(r.info.run_id, "train/loss")]
+    assert steps == [1, 2, 3, 4, 5, 6]
     history = client.get_metric_history(r.info.run_id, "val/y/accuracy")
     records = _metrics(run)
     assert [(m.step, m.value) for m in history] == [(x["step"], pytest.approx(x["val/y/accuracy"])) for x in records]

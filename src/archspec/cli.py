@@ -271,6 +271,10 @@ def cmd_sweep(args) -> int:
     if args.resume is None and (args.file is None or args.config is None):
         print("archspec sweep: give SPEC --config SWEEP.yaml, or --resume DIR, or --show DIR", file=sys.stderr)
         return EXIT_USAGE
+    if args.out and args.resume is None:
+        from .output_paths import check_output_path
+
+        check_output_path(args.out, inputs={args.file: "the spec file", args.config: "the sweep file"}, directory=True)
     run_sweep(args.file, args.config, out=args.out, resume=args.resume, storage=args.storage,
               track=args.track, tracking_uri=args.tracking_uri)
     return EXIT_OK

@@ -129,8 +129,9 @@ CODES: dict[str, tuple[str, str]] = {
                  "and ignore it, so the setting silently has no effect."),
     # --- sweep files (archspec sweep)
     "E-SWEEP": ("Sweep file does not fit its spec",
-                "A sweep file names an unknown metric or node, a parameter path that cannot be written, or a "
-                "distribution its sampler cannot use. The sweep would fail or search the wrong thing."),
+                "The sweep file names a metric the spec does not report, a node the spec does not have, a path "
+                "that cannot be written, a continuous distribution under the grid sampler, or a `first_trials` "
+                "value outside its distribution. The sweep would fail or search the wrong thing."),
     "E-SWEEP-TRIAL": ("Sweep trial made the spec invalid",
                       "The values drawn for a trial made the spec invalid; that trial failed. Narrow the "
                       "parameter's range or choices."),
@@ -147,17 +148,6 @@ CODES: dict[str, tuple[str, str]] = {
                      "An image column names a file that does not exist (paths are relative to the data file)."),
     "N-DATA-MISSING": ("Data file not found",
                        "A `training.data` file does not exist on this machine, so `--data` could not check it."),
-    # --- sweep files (`archspec sweep`, not specs)
-    "E-SWEEP": ("Sweep file does not fit its spec",
-                "The sweep file names a metric the spec does not report, a node the spec does not have, a path "
-                "that cannot be written, a continuous distribution under the grid sampler, or a `first_trials` "
-                "value outside its distribution."),
-    "E-SWEEP-TRIAL": ("Sweep trial made the spec invalid",
-                      "The values drawn for one trial made the spec invalid; that trial is marked failed and the "
-                      "sweep goes on. Narrow the parameter's range or choices."),
-    "W-SWEEP-SPACE": ("Sweep range reaches invalid specs",
-                      "A bound or a choice of a sweep parameter makes the spec invalid on its own; trials that "
-                      "draw it will fail."),
 }
 
 SEVERITY_OF_PREFIX = {"E": "error", "W": "warning", "N": "note"}

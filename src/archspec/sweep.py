@@ -27,7 +27,8 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import Field, ValidationError, model_validator
 
-from .errors import ERROR, WARNING, ArchspecError, Diagnostic, SpecError, did_you_mean, format_path
+from .errors import (EXIT_CHECKPOINT, ERROR, WARNING, ArchspecError, Diagnostic, SpecError, did_you_mean,
+                     format_path)
 from .spec.base import StrictModel
 
 SWEEP_SCHEMA_ID = "https://archspec.dev/schema/v1/sweep.schema.json"
@@ -36,6 +37,8 @@ Number = Annotated[float, Field(allow_inf_nan=False)]
 
 class SweepError(ArchspecError):
     """A sweep directory or storage cannot be used (the sweep file's own mistakes are SpecErrors)."""
+
+    exit_code = EXIT_CHECKPOINT
 
 
 # --- the sweep file's language -------------------------------------------------------------------
@@ -208,7 +211,11 @@ def load_sweep(path) -> tuple[SweepConfig, Any, Any]:
     from .load import load_file
     from .pydantic_errors import to_diagnostics
 
-    data, smap = load_file(path)
+    try:
+        data, smap = load_file(path)
+    except SpecError as exc:  # the loader speaks of spec files
+        raise SpecError([Diagnostic(d.code, d.severity, d.path, d.message.replace("spec file", "sweep file"),
+                                    d.hint, d.file, d.line, d.col) for d in exc.diagnostics]) from None
     if not isinstance(data, dict):
         line, col = smap.locate(())
         raise SpecError([Diagnostic("E-YAML-DOC", ERROR, (), "a sweep file is a mapping at the top level",
@@ -500,7 +507,11 @@ def _recover_dead_local(study, optuna, log) -> None:
                 pass
             except PermissionError:
                 continue
-        if study._storage.set_trial_state_values(t._trial_id, S.FAIL):
+        try:
+            failed = study._storage.set_trial_state_values(t._trial_id, S.FAIL)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue  # another worker recovered it first
+        if failed:
             log(f"trial {t.number} was interrupted (its worker died); its parameters are queued again")
             _requeue(study, t)
 
@@ -728,7 +739,7 @@ def run_sweep(spec_path=None, config=None, *, out=None, resume=None, storage=Non
     study.set_metric_names([cfg.metric])
     if cfg.first_trials and not study.get_trials(deepcopy=False):
         for first in cfg.first_trials:
-            study.enqueue_trial({k: _encode(cfg.params[k], v) for k, v in first.items()})
+            study.enqueue_trial({k: _encode(cfg.params[k], v) for k, v in first.items()}, skip_if_exists=True)
     _recover_dead_local(study, optuna, log)
     parent = _mlflow_parent(study, sw, cfg, track, tracking_uri, meta)
     n_total = cfg.trials
@@ -753,14 +764,14 @@ def run_sweep(spec_path=None, config=None, *, out=None, resume=None, storage=Non
         text = trial_spec_text(raw, params, base_dir, defaults=defaults)
         from .pipeline import check_text
 
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "spec.yaml").write_text(text)  # kept for an invalid trial too: its diagnostics point here
         res = check_text(text, str(run_dir / "spec.yaml"), base_dir=base_dir)
         if res.errors:
             d = _locate_trial_errors(res.errors, params, smap)
             log(d.render())
             trial.set_user_attr("error", d.render())
             raise _TrialFailed(d.message)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "spec.yaml").write_text(text)
         pruning = _Pruning(trial, cfg.metric, direction)
         from .train import fit
 
@@ -893,6 +904,9 @@ def show_sweep(root, *, storage: str | None = None, write: bool = True) -> str:
             counts[t.state.name.lower()] = counts.get(t.state.name.lower(), 0) + 1
     lines.append(", ".join(f"{v} {k}" for k, v in sorted(counts.items())) + " (* = last value of a pruned trial)"
                  if any(t.state.name == "PRUNED" for t in trials) else ", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
+    for t in trials:
+        if t.state.name == "FAIL" and "error" in t.user_attrs:
+            lines.append(f"trial {t.number} failed: {t.user_attrs['error']}")
     try:
         best = study.best_trial
     except ValueError:
