@@ -42,7 +42,8 @@ EXAMPLES = {
     "multitask_classifier": ("movies", ["reception/accuracy", "decade/accuracy", "genres/f1_micro"]),
     "late_fusion": ("movies", ["reception/accuracy", "text_reception/accuracy", "tabular_reception/accuracy"]),
     "two_tower": ("movielens_pairs", ["match/accuracy", "match/auc"]),
-    "two_tower_contrastive": ("movielens_likes", ["retrieval/recall@10"]),
+    "two_tower_contrastive": ("movielens_likes", ["retrieval/catalogue_recall@10", "retrieval/catalogue_ndcg@10",
+                                                  "retrieval/recall@10"]),
     "early_fusion": ("digits_topics", ["label/accuracy"]),
     "hybrid_fusion": ("digits_views", ["label/accuracy", "statement_head/accuracy", "digit_head/accuracy"]),
     "multilabel_early_fusion": ("digits_topics_wine", ["tags/f1_micro", "tags/binary_accuracy"]),
@@ -51,6 +52,9 @@ EXAMPLES = {
     "movie_mmoe": ("movies", ["genres/f1_micro", "reception/accuracy", "decade/accuracy", "reviews/mae"]),
     "cross_attention": ("digits_topics", ["label/accuracy"]),
 }
+
+#: further `archspec evaluate` options per spec (full-catalogue retrieval metrics, docs/retrieval.md)
+EVALUATE_OPTIONS = {"two_tower_contrastive": ["--catalogue", "data/movielens_likes/catalogue.csv"]}
 
 
 def archspec(*args: str) -> list[str]:
@@ -126,7 +130,8 @@ def main(argv=None) -> int:
         train_cmd = ["archspec", "train", f"specs/{spec}.yaml", "--out", f"runs/examples/{spec}"]
         train_s, proc = run(archspec(*train_cmd[1:], "--progress", "lines"), env)
         test = f"data/{data}/test.csv"
-        eval_cmd = ["archspec", "evaluate", f"runs/examples/{spec}", "--data", test, "--baseline"]
+        eval_cmd = ["archspec", "evaluate", f"runs/examples/{spec}", "--data", test, "--baseline",
+                    *EVALUATE_OPTIONS.get(spec, [])]
         _, ev = run(archspec(*eval_cmd[1:], "--format", "json"), env)
         payload = json.loads(ev.stdout)
         epochs = sum(1 for line in proc.stdout.splitlines() if line.startswith("epoch "))

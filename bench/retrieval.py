@@ -6,8 +6,9 @@ centres, normalised), 1,000 queries drawn the same way, k = 10. For every index:
 
 - build time (seconds, including IVF's k-means training);
 - memory: the serialised index size (``faiss.serialize_index``), and the process's peak RSS;
-- query latency: single queries (one ``search`` call per query; p50/p99 over all queries) and one
-  batched call for all queries (wall time, and per query);
+- query latency: single queries (one ``search`` call per query on one thread, as one request per
+  core; p50/p99 over all queries) and one batched call for all queries on ``--threads`` threads
+  (wall time, and per query);
 - recall@10 against exact search (faiss ``IndexFlatIP``).
 
 The numpy row is :class:`archspec.retrieval.ExactIndex`, what ``archspec index`` falls back to
@@ -62,9 +63,14 @@ def _percentile(values, p):
     return float(np.percentile(np.asarray(values), p))
 
 
-def measure(name: str, index, queries, k: int, truth, build_s: float, size_bytes: int | None) -> dict:
+def measure(name: str, index, queries, k: int, truth, build_s: float, size_bytes: int | None,
+            threads: int = 1) -> dict:
+    """Single queries run on one thread (one request per core, as a server would), the batched call
+    on ``threads``."""
+    import faiss
     import numpy as np
 
+    faiss.omp_set_num_threads(1)
     index.search(queries[:1], k)  # warm-up
     single = []
     found = []
@@ -73,6 +79,7 @@ def measure(name: str, index, queries, k: int, truth, build_s: float, size_bytes
         _, ids = index.search(queries[i:i + 1], k)
         single.append((time.perf_counter() - t0) * 1e3)
         found.append(ids[0])
+    faiss.omp_set_num_threads(threads)
     t0 = time.perf_counter()
     _, batch_ids = index.search(queries, k)
     batch_ms = (time.perf_counter() - t0) * 1e3
@@ -100,13 +107,13 @@ def run(args) -> dict:
         build = time.perf_counter() - t0
         _, truth = flat.search(q, args.k)
         rows.append({"data": variant, **measure("faiss exact (IndexFlatIP)", flat, q, args.k, truth, build,
-                                               len(faiss.serialize_index(flat)))})
+                                               len(faiss.serialize_index(flat)), args.threads)})
         print(rows[-1], flush=True)
         if not args.skip_numpy:
             t0 = time.perf_counter()
             ex = ExactIndex(x, "ip")
             rows.append({"data": variant, **measure("numpy exact (fallback)", ex, q, args.k, truth,
-                                                   time.perf_counter() - t0, x.nbytes)})
+                                                   time.perf_counter() - t0, x.nbytes, args.threads)})
             print(rows[-1], flush=True)
         del flat
         t0 = time.perf_counter()
@@ -118,7 +125,7 @@ def run(args) -> dict:
         for ef in args.ef_search:
             hnsw.hnsw.efSearch = ef
             rows.append({"data": variant, **measure(f"faiss HNSW M={args.hnsw_m} efC={args.ef_construction} "
-                                                   f"efSearch={ef}", hnsw, q, args.k, truth, build, size)})
+                                                   f"efSearch={ef}", hnsw, q, args.k, truth, build, size, args.threads)})
             print(rows[-1], flush=True)
         del hnsw
         nlist = args.nlist or int(4 * np.sqrt(args.n))
@@ -132,7 +139,7 @@ def run(args) -> dict:
         for nprobe in args.nprobe:
             ivf.nprobe = nprobe
             rows.append({"data": variant, **measure(f"faiss IVF nlist={nlist} nprobe={nprobe}", ivf, q, args.k,
-                                                   truth, build, size)})
+                                                   truth, build, size, args.threads)})
             print(rows[-1], flush=True)
         del ivf, quantizer, x
     return {

@@ -2,11 +2,14 @@
 
 import os
 import pathlib
+import tempfile
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# converted data files (archspec.data.store) go to a throw-away cache, never the user's ~/.cache
+os.environ.setdefault("ARCHSPEC_CACHE_DIR", tempfile.mkdtemp(prefix="archspec-test-cache-"))
 
 import pytest  # noqa: E402
 

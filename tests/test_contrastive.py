@@ -120,7 +120,7 @@ def test_random_negatives_come_from_the_training_candidates():
     assert model.encoders["item_tower"].embedding.weight.grad is not None
     model.eval()  # no random negatives outside training: evaluation losses are comparable
     plain, _ = loss_fn(model(batch), {}, batch)
-    assert float(with_neg) != pytest.approx(float(plain))
+    assert float(with_neg.detach()) != pytest.approx(float(plain.detach()))
     # a catalogue of one item: every draw is the row's own positive, masked away
     one = pd.DataFrame({"u1": [0.1, 0.2], "u2": [0.3, 0.4], "item": [3, 3]})
     x1, _ = pre.transform(one, targets=False)

@@ -58,7 +58,7 @@ def test_fit_sees_only_the_training_rows(tmp_path):
     inputs, _ = pre.transform(val, tmp_path)
     assert inputs["c"].tolist() == [0]  # unseen category → 0
     assert inputs["x"][0, 1].item() == 0.0
-    tok = pre._text["t"].tokenizer
+    tok = pre._extras["t"].tokenizer
     assert tok.token_to_id("z") is None and tok.token_to_id("apple") is not None
     assert inputs["t"][0, 1].item() == 1  # [UNK]: 'zzz' is built from characters never seen in training
     tr_inputs, _ = pre.transform(train, tmp_path)
@@ -72,14 +72,14 @@ def test_text_ids_masks_padding_and_truncation(tmp_path):
     pre = Preprocessor.fit(checked, df, tmp_path)
     inputs, _ = pre.transform(df, tmp_path)
     ids, mask = inputs["t"], inputs["t.mask"]
-    cls_id, sep_id = pre._text["t"].tokenizer.token_to_id("[CLS]"), pre._text["t"].tokenizer.token_to_id("[SEP]")
+    cls_id, sep_id = pre._extras["t"].tokenizer.token_to_id("[CLS]"), pre._extras["t"].tokenizer.token_to_id("[SEP]")
     assert ids.shape == (2, 6) and ids[0, 0] == cls_id and ids[0, -1] == sep_id  # truncated, specials kept
     assert mask[0].tolist() == [1] * 6
     assert ids[1].tolist() == [cls_id, sep_id, 0, 0, 0, 0] and mask[1].tolist() == [1, 1, 0, 0, 0, 0]
     assert pre.pad_token_id("t") == 0
-    assert pre.vocab_size("t") == pre._text["t"].tokenizer.get_vocab_size()
+    assert pre.vocab_size("t") == pre._extras["t"].tokenizer.get_vocab_size()
     assert int(ids.max()) < pre.vocab_size("t")
-    vocab = pre._text["t"].tokenizer.get_vocab()
+    vocab = pre._extras["t"].tokenizer.get_vocab()
     assert [vocab[t] for t in ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")] == [0, 1, 2, 3, 4]
     with pytest.raises(BuildError, match="'x' is not a text input — text inputs: t"):
         pre.vocab_size("x")

@@ -5,10 +5,11 @@ import importlib
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
-from archspec.data import Preprocessor, make_loader, preflight, read_table, split
+from archspec.data import Loader, Preprocessor, open_table, preflight, read_table, split
 from archspec.pipeline import check_file
 
 from datagen import make_dataset
@@ -42,8 +43,15 @@ def test_shipped_spec_preprocesses(spec_path, tmp_path):
             assert y.dtype == torch.float32 and tuple(y.shape) == (len(val), *logits.dims)
         else:
             assert y.dtype == torch.float32 and y.shape == (len(val),)
-    batch = next(iter(make_loader(inputs, targets, 4, True, t.seed, 0)))
-    assert batch[0].keys() == inputs.keys()
+    # the streaming path gives the same tensors as the in-memory transform
+    table = open_table(path)
+    positions = np.flatnonzero(np.isin(np.arange(table.num_rows), val.index.to_numpy()))
+    x, y, r = next(iter(Loader(table, pre, positions, batch_size=len(val), seed=t.seed)))
+    assert r.tolist() == val.index.tolist() and x.keys() == inputs.keys() and y.keys() == targets.keys()
+    for k in inputs:
+        assert torch.equal(x[k], inputs[k]), k
+    for k in targets:
+        assert torch.equal(y[k], targets[k]), k
 
 
 @pytest.mark.parametrize("fmt", ["parquet", "jsonl"])
@@ -58,7 +66,8 @@ def test_datagen_formats(fmt, tmp_path):
     assert inputs["pixels8"].shape == (6, 64) and inputs["image"].shape == (6, 1, 28, 28)
 
 
-MODULES = ["problems", "tables", "columns", "convert", "preflight", "text", "preprocess", "loader"]
+MODULES = ["problems", "tables", "columns", "convert", "preflight", "text", "preprocess", "stream", "store", "inputs",
+           "writers"]
 
 
 @pytest.mark.parametrize("mod", MODULES)
@@ -68,6 +77,6 @@ def test_docstring_examples_run(mod):
 
 
 def test_data_checks_do_not_import_torch():
-    code = ("import sys, archspec.data as d; d.read_table; d.preflight; d.split; "
+    code = ("import sys, archspec.data as d; d.read_table; d.preflight; d.split; d.open_table; d.preflight_table; "
             "assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True)

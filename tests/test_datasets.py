@@ -36,6 +36,7 @@ EXPECTED_COLUMNS = {
     "movielens_pairs": {"user_id", "movie_id", "label", "user_ratings_log", "user_mean_rating", "user_drama",
                         "title", "year", "genres", "movie_ratings_log", "movie_mean_rating", "movie_drama"},
     "movielens_likes": {"user_id", "user_ratings_log", "user_mean_rating", "movie_id", "title", "year",
+                        "movie_ratings_log", "movie_mean_rating",
                         "genres", "rating"},
     "digits_topics": {"image_path", "text", "digit", "topic", "label"},
     "digits_views": {"image_path", "pixels8", "text", "digit", "uci_index", "topic", "label"},
@@ -200,3 +201,13 @@ def test_preparing_does_not_import_torch(tmp_path):
             f"[datasets.prepare(n, {str(tmp_path)!r}) for n in ('movies', 'digits_topics_wine')]; "
             "assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+@needs_demo
+def test_movielens_likes_catalogue_holds_every_movie_once(prepared):
+    out = prepared[0] / "movielens_likes"
+    cat = read_table(out / "catalogue.csv")
+    assert cat["movie_id"].is_unique and len(cat) > 9000
+    for part in ("train", "test"):
+        assert set(read_table(out / f"{part}.csv")["movie_id"]) <= set(cat["movie_id"])
+    assert {"title", "year", "genres", "movie_ratings_log", "movie_mean_rating"} <= set(cat.columns)

@@ -178,8 +178,9 @@ def test_contrastive_towers_read_only_their_inputs(tmp_path):
     result = ex.export(model, tmp_path, ["torch_export"])
     sim = result.manifest["similarity"]["retrieval"]
     assert [i["name"] for i in sim["query"]["inputs"]] == ["user_id", "user_features"]
-    assert [i["name"] for i in sim["candidate"]["inputs"]] == ["movie_id", "movie_title", "movie_title.mask"]
-    assert sim["temperature"] == 0.05 and "scale" not in sim
+    assert [i["name"] for i in sim["candidate"]["inputs"]] == ["movie_id", "movie_title", "movie_title.mask",
+                                                               "movie_genres", "movie_genres.mask", "movie_features"]
+    assert sim["temperature"] is None and "scale" not in sim  # the loss's learned temperature is not in the score
     model.eval()
     batch = _batch(model, 5, seed=2)
     (c,) = ex.load(tmp_path / sim["candidate"]["files"]["torch_export"])(
@@ -267,3 +268,16 @@ def test_an_export_that_differs_from_the_model_is_rejected(tmp_path, monkeypatch
 def test_unknown_format(tmp_path):
     with pytest.raises(ex.ExportError, match="unknown export format 'tflite'"):
         ex.export(compile_spec(SPECS["two_tower"]), tmp_path, ["tflite"])
+
+
+def test_onnx_inputs_may_be_named_like_ops(tmp_path):
+    """The ONNX exporter names internal values after ops (`cat`, `linear`); inputs named so still export."""
+    model = compile_spec("archspec: 1\nname: c\ninputs:\n  cat: {type: numeric, columns: [a, b]}\n"
+                         "  linear: {type: numeric, columns: [c]}\nfusions:\n  f: {type: early, inputs: [cat, linear], "
+                         "layers: [4]}\nheads:\n  y: {type: regression, from: f}\n")
+    result = ex.export(model, tmp_path, ["onnx"])
+    model.eval()
+    batch = model.example_batch(3, seed=2)
+    (got,) = ex.load(tmp_path / result.manifest["files"]["onnx"])(batch["cat"], batch["linear"])
+    with torch.no_grad():
+        torch.testing.assert_close(got, model(batch)["y"], **TOL)

@@ -60,8 +60,8 @@ def _train(tmp, metric: str = "cosine"):
     rng = np.random.default_rng(0)
     items = _items(rng)
     (tmp / "spec.yaml").write_text(SPEC.format(metric=metric))
-    _pairs(rng, items, 120).to_csv(tmp / "train.csv", index=False)
-    queries = _pairs(rng, items, 25)
+    _pairs(rng, items, 120).assign(user=np.arange(120) % 5).to_csv(tmp / "train.csv", index=False)
+    queries = _pairs(rng, items, 25).assign(user=np.arange(25) % 5)
     queries["seen"] = [f"{a}|{b}" for a, b in zip(items["item"].iloc[rng.integers(0, N_ITEMS, 25)],
                                                    items["item"].iloc[rng.integers(0, N_ITEMS, 25)])]
     queries.to_csv(tmp / "queries.csv", index=False)
@@ -273,3 +273,52 @@ def test_catalogue_metrics_rank_among_every_item(trained, capsys):
     score = counts + np.random.default_rng(0).random(N_ITEMS) * 1e-3
     base_rank = (score[None, :] > score[pos][:, None]).sum(1)
     assert payload["baseline"]["match/catalogue_recall@10"] == pytest.approx(rt.rank_metrics(base_rank, [10])["recall@10"])
+
+
+@pytest.mark.parametrize("order", ["faiss,torch", "torch,faiss"])
+def test_faiss_and_torch_load_together_in_either_order(order):
+    """faiss and torch each bring an OpenMP runtime; both orders must import and compute."""
+    import subprocess
+
+    pytest.importorskip("faiss")
+    first, second = order.split(",")
+    code = (f"import {first}, {second}, numpy as np\n"
+            "faiss.omp_set_num_threads(1); torch.set_num_threads(1)\n"
+            "x = np.random.default_rng(0).random((50, 8), dtype=np.float32)\n"
+            "ix = faiss.IndexFlatIP(8); ix.add(x); d, i = ix.search(x[:3], 2)\n"
+            "print(float(torch.ones(4, 4).matmul(torch.ones(4, 4)).sum()), i.shape)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split()[0] == "64.0"
+
+
+def test_importing_retrieval_does_not_import_faiss():
+    import subprocess
+
+    code = "import sys, archspec.retrieval, archspec.cli; assert 'faiss' not in sys.modules; print('ok')"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.stdout.strip() == "ok", proc.stderr[-2000:]
+
+
+def test_catalogue_metrics_can_exclude_what_each_user_saw_in_training(trained):
+    run, items, queries = trained
+    metrics, base, info = rt.catalogue_metrics(run, run.parent / "queries.csv", run.parent / "catalogue.csv",
+                                               ks=[5], baseline=True, exclude_seen=True, query_id_column="user")
+    train = pd.read_csv(run.parent / "train.csv")
+    _, _, s = _brute(run, items, queries, 1)
+    pos = queries["item"].to_numpy() - 100
+    ranks, n_seen = [], 0
+    for r in range(25):
+        seen = set(train.loc[train["user"] == queries["user"][r], "item"] - 100) - {pos[r]}
+        n_seen += len(seen)
+        keep = np.array([j not in seen for j in range(N_ITEMS)])
+        ranks.append(int(((s[r] > s[r, pos[r]]) & keep).sum()))
+    want = rt.rank_metrics(np.array(ranks), [5])
+    assert info["exclude_seen"] and info["seen_excluded"] == n_seen > 0
+    for key in ("recall@5", "ndcg@5", "mrr"):
+        assert metrics[f"match/catalogue_unseen_{key}"] == pytest.approx(want[key], abs=1e-9)
+    assert set(base) == set(metrics)
+    plain, _, _ = rt.catalogue_metrics(run, run.parent / "queries.csv", run.parent / "catalogue.csv", ks=[5])
+    assert metrics["match/catalogue_unseen_mrr"] >= plain["match/catalogue_mrr"]  # fewer items can outrank the positive
+    with pytest.raises(rt.RetrievalError, match="--query-id-column"):
+        rt.catalogue_metrics(run, run.parent / "queries.csv", run.parent / "catalogue.csv", exclude_seen=True)

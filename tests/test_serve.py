@@ -127,7 +127,8 @@ def test_predictions_equal_archspec_predict(served, tmp_path):
     from archspec.inference import predict
 
     client, _, data, run = served
-    expected = json.loads(predict(run, data, tmp_path / "p.csv").to_json(orient="records"))
+    predict(run, data, tmp_path / "p.jsonl")  # written batch by batch; read back what it wrote
+    expected = [json.loads(line) for line in (tmp_path / "p.jsonl").read_text().splitlines()]
     rows = _rows(data)
     r = client.post("/predict", json={"rows": rows})
     assert r.status_code == 200, r.text

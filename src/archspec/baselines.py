@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import hashlib
 
+import torch
+
 from .graph import prediction_metrics, prediction_threshold
 from .prediction_kinds import home_of
 
@@ -27,15 +29,52 @@ def _row_keys(inputs: dict, keys: list[str]) -> list[str]:
     return out
 
 
-def fit_baseline(model, x_train: dict, y_train: dict) -> dict:
-    """Statistics of the training split the baselines need (JSON-able); each prediction kind's home
-    (:mod:`archspec.prediction_kinds`) says which."""
+def baseline_inputs(model) -> list[str]:
+    """Input keys the baselines read (e.g. the candidate features a popularity baseline counts)."""
     g = model.checked.graph
-    n = len(next(iter(x_train.values()))) if x_train else len(next(iter(y_train.values()), []))
+    keys = [k for name in model.predictions for k in home_of(g, name).baseline_inputs(model, name)]
+    return list(dict.fromkeys(keys))
+
+
+def collect_inputs(table, preprocessor, rows, keys: list[str], on_bad_row: str = "error") -> dict:
+    """The given input keys of every row of a split, concatenated (e.g. the candidate ids a
+    contrastive loss counts). Only those inputs are built; nothing else is read."""
+    from .data import Loader
+
+    if not keys:
+        return {}
+    names = sorted({k.split(".")[0] for k in keys})
+    parts: dict = {}
+    for x, _, r in Loader(table, preprocessor, rows, batch_size=4096, inputs=names, targets=False,
+                          on_bad_row=on_bad_row, name="inputs"):
+        for k in keys:
+            parts.setdefault(k, []).append(x[k])
+    return {k: torch.cat(v) for k, v in parts.items()}
+
+
+def fit_baseline(model, table, preprocessor, rows, tcfg) -> dict:
+    """Statistics of the training split the baselines need (JSON-able), in one streaming pass.
+
+    The pass reads the targets and only the inputs a popularity baseline ranks by, through the same
+    data loader as training (no image is decoded unless a candidate tower reads images).
+    """
+    from .data import Loader
+
+    g = model.checked.graph
+    keys = baseline_inputs(model)
+    inputs = sorted({k.split(".")[0] for k in keys})
+    batches = Loader(table, preprocessor, rows, batch_size=4096, inputs=inputs, num_workers=0,
+                     on_bad_row=tcfg.on_bad_row, name="baseline")
+    homes = {name: home_of(g, name) for name in model.predictions}
+    acc: dict = {}  # each kind's running statistic (see PredictionKind.baseline_update)
+    n = 0
+    for x, y, r in batches:
+        n += len(r)
+        for name, home in homes.items():
+            acc[name] = home.baseline_update(model, name, acc.get(name), x, y)
     stats = {}
-    for name in model.predictions:
-        home = home_of(g, name)
-        st = home.baseline_stats(model, name, home.baseline_update(model, name, None, x_train, y_train), n)
+    for name, home in homes.items():
+        st = home.baseline_stats(model, name, acc.get(name), n)
         if st is not None:
             stats[name] = st
     return stats

@@ -92,6 +92,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="live progress bar (default: when stdout is a terminal)")
     t.add_argument("--nproc-per-node", type=_count(1, 1024), default=1, metavar="N",
                    help="train with N processes (DistributedDataParallel via torchrun)")
+    for flag, meta, what in _TORCHRUN_FLAGS:  # several machines: passed through to torchrun
+        t.add_argument(flag, metavar=meta, help=what)
     _track_args(t)
 
     sw = sub.add_parser("sweep", help="hyperparameter sweep over a spec on Optuna (see docs/loop.md)")
@@ -127,6 +129,12 @@ def _parser() -> argparse.ArgumentParser:
                    help="two towers: also rank each test pair's candidate among every item of this catalogue "
                         "(recall@k, NDCG@k, MRR; see docs/retrieval.md)")
     e.add_argument("--id-column", metavar="COLUMN", help="with --catalogue: the column that identifies an item")
+    e.add_argument("--exclude-seen", action="store_true",
+                   help="with --catalogue: leave out of each test row's ranking the items its query (user) was "
+                        "paired with in the run's training file")
+    e.add_argument("--query-id-column", metavar="COLUMN",
+                   help="with --exclude-seen: the column that identifies a query (default: the query tower's "
+                        "categorical input)")
 
     pr = sub.add_parser("predict", help="probabilities and labels per head for every row of a data file")
     pr.add_argument("run", metavar="RUN")
@@ -139,6 +147,7 @@ def _parser() -> argparse.ArgumentParser:
     d = sub.add_parser("data", help="prepare the bundled real data sets the example specs read")
     dsub = d.add_subparsers(dest="data_command", metavar="ACTION")
     dsub.add_parser("list", help="list the data sets")
+    dsub.add_parser("clear-cache", help="delete the converted copies of data files (see docs/data.md)")
     dp = dsub.add_parser("prepare", help="write a data set's files under data/ (fixed split, reproducible)")
     dp.add_argument("names", nargs="+", metavar="NAME", help="data set name, or 'all'")
     dp.add_argument("--out", metavar="DIR", default="data", help="root folder (default: data)")
@@ -381,7 +390,8 @@ def cmd_train(args) -> int:
         from .output_paths import check_output_path
 
         check_output_path(args.out, inputs={args.file: "the spec file", args.data: "the data file"}, directory=True)
-    if args.nproc_per_node > 1 and "WORLD_SIZE" not in __import__("os").environ:
+    several = any(getattr(args, f[2:].replace("-", "_")) is not None for f, _, _ in _TORCHRUN_FLAGS)
+    if (args.nproc_per_node > 1 or several) and "WORLD_SIZE" not in __import__("os").environ:
         return _launch_distributed(args)
     from .train import train
 
@@ -392,24 +402,41 @@ def cmd_train(args) -> int:
     return EXIT_OK
 
 
+#: torchrun options `archspec train` passes through, to train on several machines
+_TORCHRUN_FLAGS = (
+    ("--nnodes", "N", "machines taking part (torchrun --nnodes; default 1)"),
+    ("--node-rank", "R", "this machine's rank, 0 … nnodes-1 (torchrun --node-rank)"),
+    ("--rdzv-endpoint", "HOST:PORT", "rendezvous address every machine can reach (torchrun --rdzv-endpoint)"),
+    ("--rdzv-id", "ID", "a job id shared by the machines of one run (torchrun --rdzv-id)"),
+    ("--master-addr", "HOST", "address of the rank-0 machine (torchrun --master-addr; static rendezvous)"),
+    ("--master-port", "PORT", "port on the rank-0 machine (torchrun --master-port)"),
+)
+
+
 def _launch_distributed(args) -> int:
-    """Re-run this command under torchrun with N local processes (gloo on CPU, nccl on GPU)."""
+    """Re-run this command under torchrun: N local processes, on one machine or several."""
     import subprocess
 
-    argv = [a for a in sys.argv[1:]]
+    ours = {"--nproc-per-node"} | {f for f, _, _ in _TORCHRUN_FLAGS}
     cleaned, skip = [], False
-    for a in argv:
+    for a in sys.argv[1:]:
         if skip:
             skip = False
             continue
-        if a == "--nproc-per-node":
+        if a in ours:
             skip = True
             continue
-        if a.startswith("--nproc-per-node="):
+        if a.split("=", 1)[0] in ours:
             continue
         cleaned.append(a)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-           f"--nproc-per-node={args.nproc_per_node}", "-m", "archspec", *cleaned]
+    run = [f"--nproc-per-node={args.nproc_per_node}"]
+    passed = {f: getattr(args, f[2:].replace("-", "_")) for f, _, _ in _TORCHRUN_FLAGS}
+    if not any(v is not None for v in passed.values()):
+        run.insert(0, "--standalone")  # one machine: torchrun picks a free port itself
+    elif passed["--rdzv-endpoint"] is not None:
+        run.append("--rdzv-backend=c10d")
+    run += [f"{f}={v}" for f, v in passed.items() if v is not None]
+    cmd = [sys.executable, "-m", "torch.distributed.run", *run, "-m", "archspec", *cleaned]
     return subprocess.call(cmd)
 
 
@@ -432,13 +459,16 @@ def cmd_evaluate(args) -> int:
         from .retrieval import catalogue_metrics
 
         full, full_base, cat = catalogue_metrics(args.run, args.data, args.catalogue, baseline=args.baseline,
-                                                 id_column=args.id_column)
+                                                 id_column=args.id_column, exclude_seen=args.exclude_seen,
+                                                 query_id_column=args.query_id_column)
         metrics.update(full)
         if base is not None:
             base.update(full_base or {})
         print(f"catalogue: {cat['catalogue_items']} items, {cat['test_rows']} test rows"
               + (f", {cat['not_in_catalogue']} of whose items are not in the catalogue (counted as misses)"
-                 if cat["not_in_catalogue"] else ""), file=sys.stderr)
+                 if cat["not_in_catalogue"] else "")
+              + (f"; {cat['seen_excluded']} training items excluded" if cat["exclude_seen"] else ""),
+              file=sys.stderr)
     payload = {"checkpoint": info, "model": metrics, **({"baseline": base} if base is not None else {})}
     if args.format == "json":
         print(metrics_json(payload))
@@ -471,6 +501,12 @@ def cmd_predict(args) -> int:
 def cmd_data(args) -> int:
     from . import datasets
 
+    if args.data_command == "clear-cache":
+        from .data.store import clear_cache
+
+        folder, n = clear_cache()
+        print(f"removed {n} cached file{'s' if n != 1 else ''} from {folder}")
+        return EXIT_OK
     if args.data_command == "list":
         width = max(len(name) for name in datasets.DATASETS)
         for name, ds in datasets.DATASETS.items():

@@ -451,13 +451,52 @@ def _export_torch_export(flat: FlatModel, args: tuple, check: tuple, path: Path)
     torch.export.save(program, str(path))
 
 
+def _rename_io(path: Path, inputs: list[str], outputs: list[str]) -> None:
+    """Give the graph's inputs and outputs their final names. The exporter names internal values
+    after the ops that make them (``cat``, ``linear``, ...), so a node named like an op would break
+    the graph's single assignment if it were exported under its own name: export under neutral names,
+    move any internal value that holds a final name out of the way, then rename."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    g = model.graph
+    final = dict(zip([i.name for i in g.input], inputs)) | dict(zip([o.name for o in g.output], outputs))
+    taken = set(final.values())
+    moved = {}
+    for node in g.node:
+        for name in node.output:
+            if name in taken and name not in final:
+                moved[name] = f"{name}__{len(moved)}"
+    for v in g.initializer:
+        if v.name in taken and v.name not in final:
+            moved[v.name] = f"{v.name}__{len(moved)}"
+    rename = {**moved, **final}
+
+    def fix(seq):
+        for i, name in enumerate(seq):
+            if name in rename:
+                seq[i] = rename[name]
+
+    for node in g.node:
+        fix(node.input)
+        fix(node.output)
+    for coll in (g.input, g.output, g.value_info, g.initializer):
+        for v in coll:
+            if v.name in rename:
+                v.name = rename[v.name]
+    onnx.save(model, str(path))
+
+
 def _export_onnx(flat: FlatModel, args: tuple, check: tuple, path: Path, output: list[str]) -> None:
     n_bytes = sum(p.numel() * p.element_size() for p in flat.parameters())
-    torch.onnx.export(flat, args, str(path), dynamo=True, input_names=flat.keys, output_names=output,
+    neutral_in = [f"archspec_input_{i}" for i in range(len(flat.keys))]
+    neutral_out = [f"archspec_output_{i}" for i in range(len(output))]
+    torch.onnx.export(flat, args, str(path), dynamo=True, input_names=neutral_in, output_names=neutral_out,
                       dynamic_shapes=_dynamic(flat.keys), verbose=False,
                       external_data=n_bytes > 1.5 * 2**30)  # a protobuf holds at most 2 GiB
     import onnx
 
+    _rename_io(path, list(flat.keys), list(output))
     onnx.checker.check_model(str(path))
     graph = onnx.load(str(path), load_external_data=False).graph
     names = ([i.name for i in graph.input], [o.name for o in graph.output])

@@ -9,7 +9,7 @@ from . import checkpoint as ckpt
 from .build import compile_loss, compile_spec
 from .errors import CheckpointError, DataError
 from .graph import prediction_target
-from .outputs import evaluate_outputs, label_names, predicted_labels, run_model, to_probabilities
+from .outputs import evaluate_outputs, label_names, predicted_labels, run_model, tensor_batches, to_probabilities
 from .pipeline import check_text
 from .prediction_kinds import home_of
 
@@ -100,60 +100,55 @@ def load_run(run_dir, which="best"):
     return model, pre, checked
 
 
-def _load_data(checked, pre, data_file, *, need_targets: bool):
-    from .data import preflight, read_table
+def _loader(checked, pre, data_file, *, need_targets: bool, batch_size: int, **kw):
+    """The one data path (:class:`~archspec.data.Loader`) over a whole file, in file order, after a
+    streaming pre-flight."""
+    from .data import Loader, default_workers, open_table, preflight_table
 
     path = Path(data_file)
     if not path.is_file():
         raise DataError(f"data file not found: {data_file}")
-    df = read_table(path)
-    preflight(checked, df, str(path), "evaluate" if need_targets else "predict", data_dir=path.resolve().parent,
-              targets=need_targets)
-    x, y = pre.transform(df, path.resolve().parent, targets=need_targets)
-    return df, x, y
+    table = open_table(path)
+    on_bad_row = checked.spec.training.on_bad_row
+    preflight_table(checked, table, None, "evaluate" if need_targets else "predict", targets=need_targets,
+                    on_bad_row=on_bad_row)
+    return Loader(table, pre, batch_size=batch_size, targets=need_targets, num_workers=default_workers(checked),
+                  rank=0, world_size=1, on_bad_row=on_bad_row, **kw)
 
 
 def evaluate(run_dir, data_file, batch_size: int = 256, baseline: bool = False, checkpoint="best"):
     """Metrics of a trained run on a labelled file, keyed ``HEAD/METRIC`` (plus losses).
 
+    Reads the file through the same data loader as training; memory holds the model's outputs and
+    the targets (a few numbers per row), never the inputs.
+
     With ``baseline=True`` returns ``(metrics, baseline_metrics)``: the trivial baselines of
     :mod:`archspec.baselines` (fitted on the run's training split) on the same file.
     """
     model, pre, checked = load_run(run_dir, checkpoint)
-    _, x, y = _load_data(checked, pre, data_file, need_targets=True)
-    outputs = run_model(model, x, batch_size)
+    from .baselines import baseline_inputs, baseline_metrics
+
+    keep = baseline_inputs(model) if baseline else []
+    loader = _loader(checked, pre, data_file, need_targets=True, batch_size=batch_size)
+    try:
+        result = run_model(model, loader, keep_inputs=keep)
+    finally:
+        loader.close()
+    outputs, y = result[0], result[1]
+    if not outputs:
+        raise DataError(f"{data_file}: every row was skipped (training.on_bad_row: skip) — nothing to evaluate")
     metrics = evaluate_outputs(model, outputs, y, compile_loss(model))
     if not baseline:
         return metrics
-    from .baselines import baseline_metrics
-
     path = Path(run_dir) / "baseline.json"
     if not path.is_file():
         raise CheckpointError(f"{run_dir} has no baseline.json (trained by an older archspec)")
+    x = result[2]
+    if not x:
+        import torch
+
+        x = {"_rows": torch.zeros(len(next(iter(y.values()))) if y else 0)}
     return metrics, baseline_metrics(model, json.loads(path.read_text()), x, y)
-
-
-def predict(run_dir, data_file, out_file, batch_size: int = 256, checkpoint="best"):
-    """Probabilities and labels of every prediction for every row, in the input's order.
-
-    Returns:
-        the written ``pandas.DataFrame``.
-    """
-    from .output_paths import PREDICTION_FORMATS, check_output_path, run_inputs, writing
-
-    inputs = {data_file: "the data file", **run_inputs(run_dir)}
-    suffix = check_output_path(out_file, inputs=inputs, kinds=PREDICTION_FORMATS).suffix.lower()
-    model, pre, checked = load_run(run_dir, checkpoint)
-    df, x, _ = _load_data(checked, pre, data_file, need_targets=False)
-    result = prediction_frame(model, pre, checked, run_model(model, x, batch_size), df.index)
-    with writing(out_file) as out_path:
-        if suffix == ".parquet":
-            result.to_parquet(out_path, index=False)
-        elif suffix in (".jsonl", ".ndjson"):
-            result.to_json(out_path, orient="records", lines=True)
-        else:
-            result.to_csv(out_path, index=False)
-    return result
 
 
 def predict_frame(loaded, df, data_dir, batch_size: int = 256, file: str = "<rows>"):
@@ -172,7 +167,8 @@ def predict_frame(loaded, df, data_dir, batch_size: int = 256, file: str = "<row
     model, pre, checked = loaded
     preflight(checked, df, file, "predict", data_dir=Path(data_dir), targets=False)
     x, _ = pre.transform(df, Path(data_dir), targets=False)
-    return prediction_frame(model, pre, checked, run_model(model, x, batch_size), df.index)
+    outputs = run_model(model, tensor_batches(x, batch_size))[0]
+    return prediction_frame(model, pre, checked, outputs, df.index)
 
 
 def prediction_frame(model, pre, checked, outputs: dict, index):
@@ -186,6 +182,40 @@ def prediction_frame(model, pre, checked, outputs: dict, index):
                                                          predicted_labels(model, name, out),
                                                          label_names(model, pre, name)))
     return pd.DataFrame(cols, index=index)
+
+
+def predict(run_dir, data_file, out_file, batch_size: int = 256, checkpoint="best"):
+    """Probabilities and labels of every prediction for every row, in the input's order, written
+    batch by batch (CSV, JSON Lines or Parquet by ``out_file``'s extension): memory stays flat
+    whatever the size of the file.
+
+    Rows skipped under ``training.on_bad_row: skip`` are left out of the output; with ``skip`` the
+    output starts with a ``row`` column (the 0-based data row of the input file) so that every
+    prediction can be matched to its row.
+
+    Returns:
+        a :class:`~archspec.data.writers.Written` summary (rows, columns, the first rows).
+    """
+    import torch
+
+    from .data.writers import PredictionWriter
+    from .output_paths import PREDICTION_FORMATS, check_output_path, run_inputs, writing
+
+    check_output_path(out_file, inputs={data_file: "the data file", **run_inputs(run_dir)}, kinds=PREDICTION_FORMATS)
+    model, pre, checked = load_run(run_dir, checkpoint)
+    loader = _loader(checked, pre, data_file, need_targets=False, batch_size=batch_size)
+    try:
+        with writing(out_file) as out_path, torch.no_grad(), \
+                PredictionWriter(out_path, rows=checked.spec.training.on_bad_row == "skip") as writer:
+            for inputs, _, rows in loader:
+                if not len(rows):
+                    continue
+                outputs = {k: v.float() for k, v in model(inputs).items()}
+                frame = prediction_frame(model, pre, checked, outputs, rows.numpy())
+                writer.write({c: frame[c].to_numpy() for c in frame.columns}, rows.numpy())
+    finally:
+        loader.close()
+    return writer.summary(skipped=loader.skipped)
 
 
 def format_metrics(metrics: dict, baseline: dict | None = None) -> str:
@@ -208,13 +238,13 @@ def show_predictions(run_dir, data_file, predictions, n: int) -> str:
     """The first ``n`` rows: the text inputs (shortened), each prediction and, where the file has
     it, the true label. A similarity head shows its score and probability, a binary head its
     probability; an empty label set shows as ``(none)``."""
-    from .data import read_table
+    from .data import open_table
     from .data.convert import is_missing
     from .train import RunPaths, _stored_base
 
     run = RunPaths(Path(run_dir))
     checked = check_text(run.spec.read_text(), str(run.spec), base_dir=_stored_base(run)).raise_for_errors()
-    df = read_table(data_file).head(n)
+    df = open_table(data_file).head(n)  # only these rows are read
     g = checked.graph
     names = [p for p in g.predictions() if p in predictions.columns or f"{p}.score" in predictions.columns]
     width = max((len(p) for p in names), default=0)

@@ -26,27 +26,45 @@ def predicted_labels(model, name: str, out: torch.Tensor) -> torch.Tensor:
     return home_of(g, name).decide(to_probabilities(model, name, out), prediction_threshold(g, name))
 
 
-def batches(n: int, batch_size: int, order: torch.Tensor | None = None):
-    idx = order if order is not None else torch.arange(n)
-    for start in range(0, n, batch_size):
-        yield idx[start:start + batch_size]
-
-
-def take(d: dict, idx: torch.Tensor) -> dict:
-    return {k: v[idx] for k, v in d.items()}
-
-
 @torch.no_grad()
-def run_model(model, inputs: dict, batch_size: int, device="cpu") -> dict:
-    """Every output of the model over a whole split, concatenated on CPU."""
+def run_model(model, batches, device="cpu", keep_inputs=()) -> tuple[dict, dict, dict]:
+    """Every output of the model over a data loader, with the targets, concatenated on CPU.
+
+    Args:
+        model: the compiled model.
+        batches: ``(inputs, targets, rows)`` batches (a :class:`~archspec.data.Loader`).
+        device: where the model is.
+        keep_inputs: input keys to also collect (e.g. the candidate features a popularity baseline
+            ranks by, or a contrastive loss looks up).
+
+    Returns:
+        ``(outputs, targets, inputs)`` (``inputs``: the ``keep_inputs``); empty dicts when no row was read.
+    """
     model.eval()
-    n = len(next(iter(inputs.values())))
-    chunks: dict = {}
-    for idx in batches(n, batch_size):
-        out = model({k: v.to(device) for k, v in take(inputs, idx).items()})
+    outs: dict = {}
+    tgts: dict = {}
+    kept: dict = {}
+    for inputs, targets, rows in batches:
+        if not len(rows):
+            continue
+        out = model({k: v.to(device, non_blocking=True) for k, v in inputs.items()})
         for k, v in out.items():
-            chunks.setdefault(k, []).append(v.float().cpu())
-    return {k: torch.cat(v) for k, v in chunks.items()}
+            outs.setdefault(k, []).append(v.float().cpu())
+        for k, v in targets.items():
+            tgts.setdefault(k, []).append(v)
+        for k in keep_inputs:
+            kept.setdefault(k, []).append(inputs[k])
+    return ({k: torch.cat(v) for k, v in outs.items()}, {k: torch.cat(v) for k, v in tgts.items()},
+            {k: torch.cat(v) for k, v in kept.items()})
+
+
+def tensor_batches(inputs: dict, batch_size: int):
+    """``(inputs, {}, rows)`` batches of tensors already in memory (a few rows from a request), for
+    :func:`run_model`."""
+    n = len(next(iter(inputs.values())))
+    for start in range(0, n, batch_size):
+        rows = torch.arange(start, min(n, start + batch_size))
+        yield {k: v[start:start + batch_size] for k, v in inputs.items()}, {}, rows
 
 
 def evaluate_outputs(model, outputs: dict, targets: dict, loss_fn=None, inputs: dict | None = None) -> dict:

@@ -144,6 +144,10 @@ class PredictionKind:
                                       names, threshold)
 
     # --- trivial baseline ------------------------------------------------------------------
+    def baseline_inputs(self, model, name: str) -> list[str]:
+        """Input keys its baseline reads besides the targets (fitting streams only these)."""
+        return []
+
     def baseline_update(self, model, name: str, acc, x: dict, y: dict):
         """Add one batch (inputs ``x``, targets ``y``) to the running statistic ``acc`` (``None`` at
         first); returns the new one. The default sums the targets per label."""
@@ -325,6 +329,9 @@ class Similarity(PredictionKind):
             result.update(classification_metrics("binary", to_probabilities(model, name, outputs[name]),
                                                  targets[name], rest))
         return result
+
+    def baseline_inputs(self, model, name):
+        return model.input_keys([model.similarity[name][1]]) if name in model.similarity else []
 
     def baseline_update(self, model, name, acc, x, y):
         if name in y:

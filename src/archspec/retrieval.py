@@ -723,8 +723,36 @@ def positive_ranks(scores: np.ndarray, positives: np.ndarray) -> np.ndarray:
     return np.where(positives >= 0, rank, -1)
 
 
+def _seen_in_training(run_dir, tower_q: Tower, query_column: str, id_column: str, batch_size: int) -> dict:
+    """Query id → the candidate ids paired with it in the run's training file (both splits)."""
+    from .train import RunPaths, _data_path, _source
+
+    run = RunPaths(Path(run_dir))
+    file = _source(run).get("data") or _data_path(tower_q.checked, tower_q.checked.spec.training.data.train, "train")
+    seen: dict = {}
+    for df in _read_chunks(Path(file), 65536):
+        for col in (query_column, id_column):
+            if col not in df.columns:
+                raise DataError(f"{file}: no column '{col}' to find the items each query saw in training — "
+                                "give --query-id-column / --id-column")
+        for u, v in zip(df[query_column], df[id_column]):
+            seen.setdefault(json.dumps(_plain(u)), set()).add(json.dumps(_plain(v)))
+    return seen
+
+
+def _mask_seen(scores: np.ndarray, seen_rows: list, positives: np.ndarray) -> np.ndarray:
+    """Scores with each row's seen items (other than its positive) pushed below everything."""
+    scores = np.array(scores, dtype=np.float64)
+    for r, cols in enumerate(seen_rows):
+        if len(cols):
+            cols = cols[cols != positives[r]]
+            scores[r, cols] = -np.inf
+    return scores
+
+
 def catalogue_metrics(run_dir, data_file, catalogue, *, ks: list[int] | None = None, baseline: bool = False,
-                      id_column: str | None = None, batch_size: int = 1024) -> tuple[dict, dict | None, dict]:
+                      id_column: str | None = None, batch_size: int = 1024, exclude_seen: bool = False,
+                      query_id_column: str | None = None) -> tuple[dict, dict | None, dict]:
     """Full-catalogue retrieval metrics of a run's similarity head on a file of positive pairs.
 
     Protocol: the candidate tower embeds every catalogue item once (deduplicated by id); for each
@@ -733,12 +761,15 @@ def catalogue_metrics(run_dir, data_file, catalogue, *, ks: list[int] | None = N
     row's id column. Its rank is the number of items scored strictly higher. recall@k = share of
     rows ranked < k; NDCG@k = mean ``1 / log2(rank + 2)`` inside the top k (one relevant item);
     MRR = mean ``1 / (rank + 1)``. A test row whose id is not in the catalogue counts as a miss.
-    Nothing is excluded (items the user saw in training stay in the candidate set). The popularity
+    By default nothing is excluded (items the user saw in training stay in the candidate set); with
+    ``exclude_seen`` the items paired with the row's query id in the run's training file (other
+    than the row's own positive) are removed from its ranking, for model and baseline alike. The popularity
     baseline scores each catalogue item by how often it was a positive in the run's training split
     (ties broken at random, seeded) and is ranked the same way.
 
     Returns:
-        ``(metrics, baseline_metrics or None, info)``, keyed ``HEAD/catalogue_recall@K`` etc.;
+        ``(metrics, baseline_metrics or None, info)``, keyed ``HEAD/catalogue_recall@K`` etc.
+        (``HEAD/catalogue_unseen_recall@K`` with ``exclude_seen``);
         ``info`` counts catalogue items, test rows and rows whose item is not in the catalogue.
     """
     from .graph import prediction_metrics
@@ -754,11 +785,12 @@ def catalogue_metrics(run_dir, data_file, catalogue, *, ks: list[int] | None = N
     from .baselines import _row_keys
 
     keys = tower_c.keys
+    seen: set = set()
     for ids, x, _ in tower_batches(tower_c.pre, tower_c.checked, catalogue, tower_c.inputs, batch_size=batch_size,
                                    id_column=id_column):
         import torch
 
-        keep, seen = [], set(json.dumps(i) for i in cat_ids)
+        keep = []
         for i, v in enumerate(ids):
             key = json.dumps(v)
             if key not in seen:
@@ -778,18 +810,35 @@ def catalogue_metrics(run_dir, data_file, catalogue, *, ks: list[int] | None = N
     where = {json.dumps(v): i for i, v in enumerate(cat_ids)}
     sq = (cat.astype(np.float64) ** 2).sum(1) if metric == "l2" else None
     tower_q = load_tower(run_dir, "query", head)
-    ranks, positives = [], []
-    for _, emb, df in embed_batches(tower_q, data_file, batch_size=batch_size, extra_columns=[id_column]):
+    history: dict = {}
+    extra = [id_column]
+    if exclude_seen:
+        query_id_column = query_id_column or default_id_column(tower_q)
+        if query_id_column is None:
+            raise RetrievalError("the query tower has no single categorical input to take query ids from — give "
+                                 "--query-id-column COLUMN (the column that identifies a user)")
+        history = _seen_in_training(run_dir, tower_q, query_id_column, id_column, batch_size)
+        extra.append(query_id_column)
+    ranks, positives, seen_rows = [], [], []
+    for _, emb, df in embed_batches(tower_q, data_file, batch_size=batch_size, extra_columns=extra):
         q = _prepare(emb, normalize)
         scores = q @ cat.T if metric == "ip" else -np.sqrt(np.maximum(
             (q.astype(np.float64) ** 2).sum(1)[:, None] - 2 * q @ cat.T + sq[None, :], 0))
         pos = np.array([where.get(json.dumps(_plain(v)), -1) for v in df[id_column]], dtype=np.int64)
+        if exclude_seen:
+            rows = [np.array([where[i] for i in history.get(json.dumps(_plain(u)), ()) if i in where], dtype=np.int64)
+                    for u in df[query_id_column]]
+            rows = [r[r != p] for r, p in zip(rows, pos)]  # never the row's own positive
+            scores = _mask_seen(scores, rows, pos)
+            seen_rows += rows
         positives.append(pos)
         ranks.append(positive_ranks(scores, pos))
     ranks_a, pos_a = np.concatenate(ranks), np.concatenate(positives)
-    metrics = {f"{head}/catalogue_{k}": v for k, v in rank_metrics(ranks_a, ks).items()}
+    prefix = f"{head}/catalogue_unseen_" if exclude_seen else f"{head}/catalogue_"
+    metrics = {prefix + k: v for k, v in rank_metrics(ranks_a, ks).items()}
     info = {"catalogue_items": len(cat_ids), "test_rows": int(len(ranks_a)),
-            "not_in_catalogue": int((pos_a < 0).sum())}
+            "not_in_catalogue": int((pos_a < 0).sum()), "exclude_seen": exclude_seen,
+            "seen_excluded": int(sum(len(r) for r in seen_rows))}
     base = None
     if baseline:
         path = Path(run_dir) / "baseline.json"
@@ -800,7 +849,13 @@ def catalogue_metrics(run_dir, data_file, catalogue, *, ks: list[int] | None = N
         pop = np.array([float(counts.get(kk, 0)) for kk in pop_keys])
         noise = np.random.default_rng(0).random(len(pop)) * 1e-3  # seeded tie-breaking
         score = pop + noise
-        rank_b = np.concatenate([positive_ranks(np.broadcast_to(score, (len(p), len(score))), p)
-                                 for p in np.array_split(pos_a, max(1, len(pos_a) // 1024))])
-        base = {f"{head}/catalogue_{k}": v for k, v in rank_metrics(rank_b, ks).items()}
+        rank_b = []
+        for start in range(0, len(pos_a), 1024):
+            p = pos_a[start:start + 1024]
+            s_b = np.broadcast_to(score, (len(p), len(score)))
+            if exclude_seen:
+                s_b = _mask_seen(s_b, seen_rows[start:start + 1024], p)
+            rank_b.append(positive_ranks(s_b, p))
+        rank_b = np.concatenate(rank_b)
+        base = {prefix + k: v for k, v in rank_metrics(rank_b, ks).items()}
     return metrics, base, info

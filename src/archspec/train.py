@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from . import checkpoint as ckpt
@@ -24,7 +25,8 @@ from .errors import CheckpointError, TrainingError, UsageError
 from .loss_weighting import make_weighting
 from .optim import lr_at, make_optimizer
 from .pipeline import Checked, check_file, check_text
-from .outputs import batches, evaluate_outputs, run_model, take
+from .baselines import baseline_inputs, collect_inputs
+from .outputs import evaluate_outputs, run_model
 from .progress import Progress
 
 
@@ -166,7 +168,7 @@ def fit(spec_path=None, *, data: str | None = None, out: str | None = None, resu
         SpecError, DataError, CheckpointError, TrainingError; KeyboardInterrupt after a
         SIGINT/SIGTERM stop (the last checkpoint is saved first).
     """
-    from .data import Preprocessor, preflight, read_table, split_frame
+    from .data import Loader, Preprocessor, default_workers, fit_table, open_table, preflight_table, split_positions
 
     for option, value in (("epochs", epochs), ("max_steps", max_steps)):
         if value is not None and (not isinstance(value, int) or value < 1):
@@ -211,31 +213,38 @@ def fit(spec_path=None, *, data: str | None = None, out: str | None = None, resu
     total_epochs = epochs if epochs is not None else tcfg.epochs
     step_cap = max_steps if max_steps is not None else tcfg.max_steps
 
-    # --- data: read, check, split, fit preprocessing on the training split only ---------------
+    # --- data: open lazily, check (streaming), split, fit preprocessing on the training split only
     train_file = data or _data_path(checked, tcfg.data.train, "train")
-    df = read_table(train_file)
+    table = open_table(train_file)  # memory-mapped; converted once into the cache
     if tcfg.data.validation and not data:
-        val_file = _data_path(checked, tcfg.data.validation, "validation")
-        train_df, val_df = df, read_table(val_file)
+        val_table = open_table(_data_path(checked, tcfg.data.validation, "validation"))
+        train_rows, val_rows = np.arange(table.num_rows), np.arange(val_table.num_rows)
     else:
-        val_file = train_file
-        train_df, val_df = split_frame(df, tcfg.validation_split, tcfg.seed)
-    data_dir = Path(train_file).resolve().parent
-    preflight(checked, train_df, str(train_file), "train", data_dir=data_dir)
-    if val_df is not None and len(val_df):
-        preflight(checked, val_df, str(val_file), "validation", data_dir=Path(val_file).resolve().parent)
+        val_table = table
+        train_rows, val_rows = split_positions(table.num_rows, tcfg.validation_split, tcfg.seed, file=train_file)
+    preflight_table(checked, table, train_rows, "train", on_bad_row=tcfg.on_bad_row, log=say)
+    if len(val_rows):
+        preflight_table(checked, val_table, val_rows, "validation", on_bad_row=tcfg.on_bad_row,
+                        bad_lines=val_table is not table, log=say)
     if resume is not None:
         pre = Preprocessor.load(run.preprocess, checked)
     else:
-        pre = Preprocessor.fit(checked, train_df, data_dir)
+        pre = fit_table(checked, table, train_rows, fit_rows=tcfg.fit_rows, seed=tcfg.seed)
         if is_main:
             pre.save(run.preprocess)
-    x_train, y_train = pre.transform(train_df, data_dir)
-    x_val, y_val = pre.transform(val_df, Path(val_file).resolve().parent) if val_df is not None and len(val_df) \
-        else (None, None)
+    device = _device(rank)
+    workers = default_workers(checked)
+    per_rank = tcfg.batch_size // world
+    if per_rank * world != tcfg.batch_size:
+        raise TrainingError(f"batch_size {tcfg.batch_size} is not divisible by {world} processes")
+    loader_args = dict(num_workers=workers, pin_memory=device.type == "cuda", on_bad_row=tcfg.on_bad_row)
+    train_loader = Loader(table, pre, train_rows, batch_size=tcfg.batch_size, shuffle=True, seed=tcfg.seed,
+                          rank=rank, world_size=world, name="train", **loader_args)
+    # every rank evaluates the whole validation split (the metrics decide early stopping on all ranks)
+    val_loader = Loader(val_table, pre, val_rows, batch_size=max(tcfg.batch_size, 256), rank=0, world_size=1,
+                        name="validation", **loader_args) if len(val_rows) else None
 
     # --- model, loss, optimizer --------------------------------------------------------------
-    device = _device(rank)
     model = compile_spec(checked, preprocessor=pre).to(device)
     if init_from is not None and resume is None:
         from .warm_start import warm_start
@@ -248,10 +257,11 @@ def fit(spec_path=None, *, data: str | None = None, out: str | None = None, resu
     if is_main and resume is None:
         from .baselines import fit_baseline
 
-        ckpt.atomic_write_json(run.root / "baseline.json", fit_baseline(model, x_train, y_train))
+        ckpt.atomic_write_json(run.root / "baseline.json", fit_baseline(model, table, pre, train_rows, tcfg))
     loss_fn = compile_loss(model)
+    loss_inputs = baseline_inputs(model)  # what contrastive losses read besides outputs (candidate keys)
     if loss_fn.needs_fit:  # contrastive heads: candidate frequencies (logQ) and random negatives
-        loss_fn.fit(x_train)
+        loss_fn.fit(collect_inputs(table, pre, train_rows, loss_inputs, tcfg.on_bad_row))
     ddp_model = model
     if world > 1:
         ddp_model = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=False)
@@ -259,12 +269,8 @@ def fit(spec_path=None, *, data: str | None = None, out: str | None = None, resu
     weighting = make_weighting(tcfg.loss_weighting, model, loss_fn, world)  # see loss_weighting.py
     if weighting.parameters():  # learned log-variances train with the model, without weight decay
         opt.add_param_group({"params": weighting.parameters(), "weight_decay": 0.0})
-    n = len(next(iter(x_train.values())))
-    per_rank = tcfg.batch_size // world
-    if per_rank * world != tcfg.batch_size:
-        raise TrainingError(f"batch_size {tcfg.batch_size} is not divisible by {world} processes")
-    batches_per_epoch = math.ceil(n / tcfg.batch_size) if world == 1 else n // tcfg.batch_size + (
-        n % tcfg.batch_size > 0 and (n % tcfg.batch_size) % world == 0)
+    n = len(train_rows)
+    batches_per_epoch = train_loader.batches()
     steps_per_epoch = math.ceil(batches_per_epoch / tcfg.grad_accumulation)
     total_steps = steps_per_epoch * total_epochs
     if step_cap:
@@ -299,7 +305,8 @@ def fit(spec_path=None, *, data: str | None = None, out: str | None = None, resu
     show = Progress(enabled=(sys.stdout.isatty() if progress is None else progress) and is_main, log=say)
     say(f"training {spec.name}: {n} rows, {batches_per_epoch} batches/epoch, {total_steps} steps, "
         f"{sum(p.numel() for p in model.parameters() if p.requires_grad):,} trainable parameters, "
-        f"device {device}" + (f", {world} processes" if world > 1 else ""))
+        f"device {device}, {workers} data worker{'s' if workers != 1 else ''}"
+        + (f", {world} processes" if world > 1 else ""))
 
     # --- the loop ------------------------------------------------------------------------------
     def save(pointers=("last",)):
@@ -311,43 +318,46 @@ def fit(spec_path=None, *, data: str | None = None, out: str | None = None, resu
 
     stopped_by = None
     lr = tcfg.optimizer.lr
-    running = 0.0
+    running, loss_value, per_head = 0.0, 0.0, {}
     t0 = time.time()
-    with _StopFlag() as stop:
+    with _StopFlag() as stop, contextlib.ExitStack() as workers_alive:
+        workers_alive.callback(train_loader.close)
+        if val_loader is not None:
+            workers_alive.callback(val_loader.close)
         while epoch < total_epochs and step < total_steps:
             model.train()
-            order = torch.randperm(n, generator=torch.Generator().manual_seed(tcfg.seed * 100_003 + epoch))
-            all_batches = list(batches(n, tcfg.batch_size, order))
-            if world > 1 and len(all_batches[-1]) % world:
-                all_batches.pop()  # every process needs an equal share of each batch
-            show.start_epoch(epoch + 1, total_epochs, len(all_batches))
+            show.start_epoch(epoch + 1, total_epochs, batches_per_epoch)
             running = 0.0
             opt.zero_grad(set_to_none=True)
-            for b in range(start_batch, len(all_batches)):
-                idx = all_batches[b]
-                idx = idx[rank * len(idx) // world:(rank + 1) * len(idx) // world]  # this rank's share
+            first = start_batch
+            # the sampler resumes at `start_batch`: the batches before it are never read
+            for b, (inputs, targets, rows) in enumerate(train_loader.epoch(epoch, first), start=first):
                 lr = lr_at(step, tcfg.optimizer.lr, total_steps, tcfg.schedule)
                 for group in opt.param_groups:
                     group["lr"] = lr
-                inputs = {k: v.to(device) for k, v in take(x_train, idx).items()}
-                targets = {k: v.to(device) for k, v in take(y_train, idx).items()}
-                with _autocast(tcfg, device):
-                    outputs = ddp_model(inputs)
-                    total, per_head = weighting(outputs, targets, inputs, train=True)
-                if not torch.isfinite(total):
-                    if tcfg.on_nonfinite == "error":
-                        raise TrainingError(f"non-finite loss at epoch {epoch + 1}, step {step}: head "
-                                            f"{_nonfinite_head(per_head)} — check the data for extreme values, "
-                                            "lower the learning rate, or set `on_nonfinite: skip`")
-                    skipped += 1
-                    opt.zero_grad(set_to_none=True)
-                    weighting.discard()
-                    start_batch = b + 1
-                    continue
-                # mean over the micro-batches of this optimizer step (the last group may be short)
-                group = min(tcfg.grad_accumulation, len(all_batches) - b // tcfg.grad_accumulation * tcfg.grad_accumulation)
-                (total / group).backward()
-                last_of_epoch = b == len(all_batches) - 1
+                if len(rows):  # a batch whose every row was skipped (on_bad_row: skip) adds nothing
+                    inputs = {k: v.to(device, non_blocking=True) for k, v in inputs.items()}
+                    targets = {k: v.to(device, non_blocking=True) for k, v in targets.items()}
+                    with _autocast(tcfg, device):
+                        outputs = ddp_model(inputs)
+                        total, per_head = weighting(outputs, targets, inputs, train=True)
+                    if not torch.isfinite(total):
+                        if tcfg.on_nonfinite == "error":
+                            raise TrainingError(f"non-finite loss at epoch {epoch + 1}, step {step}: head "
+                                                f"{_nonfinite_head(per_head)} — check the data for extreme values, "
+                                                "lower the learning rate, or set `on_nonfinite: skip`")
+                        skipped += 1
+                        opt.zero_grad(set_to_none=True)
+                        weighting.discard()
+                        start_batch = b + 1
+                        continue
+                    # mean over the micro-batches of this optimizer step (the last group may be short)
+                    group = min(tcfg.grad_accumulation,
+                                batches_per_epoch - b // tcfg.grad_accumulation * tcfg.grad_accumulation)
+                    (total / group).backward()
+                    loss_value = float(total.detach())
+                    running = 0.9 * running + 0.1 * loss_value if running else loss_value
+                last_of_epoch = b == batches_per_epoch - 1
                 if (b + 1) % tcfg.grad_accumulation == 0 or last_of_epoch:
                     if tcfg.grad_clip:
                         torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.grad_clip)
@@ -356,25 +366,24 @@ def fit(spec_path=None, *, data: str | None = None, out: str | None = None, resu
                     weighting.step()
                     step += 1
                     start_batch = b + 1
-                    loss_value = float(total.detach())
-                    running = 0.9 * running + 0.1 * loss_value if running else loss_value
                     show.update(b + 1, loss=running, lr=lr)
                     tracker.step(step, loss_value, lr, per_head)
-                    if tcfg.checkpoint_every and step % tcfg.checkpoint_every == 0 and b + 1 < len(all_batches):
+                    if tcfg.checkpoint_every and step % tcfg.checkpoint_every == 0 and b + 1 < batches_per_epoch:
                         save()
                     if stop.signal is not None or step >= total_steps:
                         break
-            if stop.signal is not None and start_batch < len(all_batches):
+            if stop.signal is not None and start_batch < batches_per_epoch:
                 stopped_by = signal.Signals(stop.signal).name
                 save()
                 break
             # --- end of epoch: evaluate, log, checkpoint, early stopping -------------------------
             metrics = {}
-            if x_val is not None:
-                outputs = run_model(model, x_val, max(tcfg.batch_size, 256), device)
-                metrics = evaluate_outputs(model, outputs, {k: v for k, v in y_val.items()}, loss_fn, x_val)
+            if val_loader is not None:
+                val_out, val_y, val_x = run_model(model, val_loader, device, keep_inputs=loss_inputs)
+                metrics = evaluate_outputs(model, val_out, val_y, loss_fn, val_x) if val_out else {}
             record = {"epoch": epoch + 1, "step": step, "train_loss": running, "lr": lr,
                       "time_s": round(time.time() - t0, 3), "skipped_steps": skipped, **weighting.log(),
+                      **({"skipped_rows": train_loader.skipped} if tcfg.on_bad_row == "skip" else {}),
                       **{f"val/{k}": v for k, v in metrics.items()}}
             if is_main:
                 with open(run.metrics, "a", encoding="utf-8") as fh:
@@ -387,7 +396,7 @@ def fit(spec_path=None, *, data: str | None = None, out: str | None = None, resu
                 mode = es_mode or "min"
                 improved = best is None or (current < best - (es.min_delta if es else 0) if mode == "min"
                                             else current > best + (es.min_delta if es else 0))
-            if start_batch >= len(all_batches):  # the epoch is complete (not cut short by max_steps)
+            if start_batch >= batches_per_epoch:  # the epoch is complete (not cut short by max_steps)
                 weighting.end_epoch()
                 epoch += 1
                 start_batch = 0
@@ -405,6 +414,10 @@ def fit(spec_path=None, *, data: str | None = None, out: str | None = None, resu
             if stop.signal is not None:
                 stopped_by = signal.Signals(stop.signal).name
                 break
+    if tcfg.on_bad_row == "skip" and (train_loader.skipped or (val_loader and val_loader.skipped)):
+        example = (train_loader.skip_examples or val_loader.skip_examples)[0]
+        say(f"skipped {train_loader.skipped} training and {val_loader.skipped if val_loader else 0} validation "
+            f"rows with problems (training.on_bad_row: skip), e.g. {example.render(str(train_file))}")
     if world > 1:
         import torch.distributed as dist
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-INPUT_TYPES = ("text", "image", "numeric", "categorical", "vector")
 TARGET_KINDS = ("multiclass", "multilabel", "binary", "regression")
 
 
@@ -97,8 +96,10 @@ def prediction_targets(checked) -> dict[str, TargetSpec]:
 
 
 def input_columns(cfg) -> list[str]:
-    """Columns an input reads as written in the spec (a vector may instead use ``column_0…``)."""
-    return list(cfg.columns) if cfg.type == "numeric" else [cfg.column]
+    """Columns an input reads as written in the spec (asks the input type's home in :mod:`.inputs`)."""
+    from .inputs import input_data
+
+    return input_data(cfg.type).spec_columns(cfg)
 
 
 def prefixed(column: str, width: int) -> list[str]:

@@ -1,15 +1,16 @@
-"""The fitted data transform: DataFrame → ``(inputs, targets)`` tensors, saved with the run as JSON.
+"""The fitted data transform: rows → ``(inputs, targets)`` arrays, saved with the run as JSON.
 
-Fitted on the training split only (normalisation statistics, category and label vocabularies,
-WordPiece vocabularies), saved next to the weights without pickle, and reloaded for evaluate and
-predict, so training and serving transform data identically.
+Fitted in one streaming pass over the training split only (normalisation statistics with running
+sums, category counts, WordPiece vocabularies, label maps; no image is decoded), saved next to the
+weights without pickle, and reloaded for evaluate and predict, so training and serving transform
+data identically. What each input type fits and how it transforms lives in its home in
+:mod:`.inputs`; this module runs them and handles the targets.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -18,18 +19,15 @@ import torch
 
 from ..errors import BuildError, CheckpointError, did_you_mean
 from ..pipeline import load_spec
-from ..registry import REGISTRIES
 from . import convert
-from .columns import INPUT_TYPES, prediction_targets, vector_layout
-from .images import load_images
+from .columns import prediction_targets, vector_layout
+from .inputs import TOKENIZER_DIR, Context, input_data
 from .preflight import missing_columns
 from .problems import Problem, raise_if
-from .text import texts_of
 
 FORMAT = "archspec-preprocessor"
 VERSION = 1
 STATE_FILE = "preprocessor.json"
-TOKENIZER_DIR = "tokenizers"
 
 
 def _config(cfg) -> dict:
@@ -73,76 +71,73 @@ class Preprocessor:
         ([[0.0]], [1], ['lo', 'hi'])
     """
 
-    def __init__(self, checked, inputs: dict, targets: dict, text: dict):
+    def __init__(self, checked, inputs: dict, targets: dict, extras: dict):
         self.checked = checked
         self._inputs = inputs  # name → JSON-able state
         self._targets = targets  # prediction name → JSON-able state
-        self._text = text  # text input name → WordPieceText | PretrainedText
+        self._extras = extras  # input name → what its state cannot hold in JSON (a tokenizer)
 
     # ------------------------------------------------------------------------------------- fitting
 
     @classmethod
-    def fit(cls, checked, train_df: pd.DataFrame, data_dir=None, *, file=None) -> "Preprocessor":
-        """Fit on the training split: statistics, vocabularies, label maps, tokenizers.
+    def fit(cls, checked, train, data_dir=None, *, file=None, label_rows=None, columns=None) -> "Preprocessor":
+        """Fit on the training split in one streaming pass: statistics, vocabularies, label maps, tokenizers.
 
         Args:
             checked: the checked spec (a :class:`~archspec.pipeline.Checked`, a path or YAML text).
-            train_df: the training rows only (never the validation rows).
+            train: the training rows only (never the validation rows): a DataFrame, or an iterable
+                of DataFrames (chunks, index = file row) read once, in order.
             data_dir: the data file's directory (nothing is fitted on images; kept for symmetry
                 with :meth:`transform`).
             file: the data file, named in error messages.
+            label_rows: chunks to fit the label maps on instead of ``train`` (all training rows
+                when ``train`` is a ``training.fit_rows`` sample: a class missing from the sample
+                would otherwise be unknown at training time). Only the target columns are read.
+            columns: the file's columns, when the chunks hold only those the fit reads.
 
         Raises:
-            DataError: columns are missing, numeric values are not finite, or more distinct labels
-                occur than a head declares.
+            DataError: columns are missing, or more distinct labels occur than a head declares.
             BuildError: an input type has no preprocessing, or a pretrained tokenizer is not available.
         """
         checked = load_spec(checked)
         spec = checked.spec
         file = str(file or "<training data>")
         targets_spec = prediction_targets(checked)
-        problems = missing_columns(checked, train_df, targets_spec)
-        raise_if(problems, file, "train")
-        inputs, text = {}, {}
+        chunks = [train] if isinstance(train, pd.DataFrame) else train
+        homes = {name: input_data(cfg.type) for name, cfg in spec.inputs.items()}
+        fitters = {name: homes[name].fitter(cfg, Context(f"inputs.{name}", data_dir, checked.base_dir))
+                   for name, cfg in spec.inputs.items()}
+        labels = _LabelFit(targets_spec)
+        problems: list[Problem] = []
+        if columns is not None:
+            raise_if(missing_columns(checked, pd.DataFrame(columns=list(columns)), targets_spec), file, "train")
+        first = True
+        for df in chunks:
+            if first and columns is None:
+                raise_if(missing_columns(checked, df, targets_spec if label_rows is None else {}), file, "train")
+            first = False
+            for f in fitters.values():
+                if f.columns is not None:
+                    f.update(df)
+            if label_rows is None:
+                labels.update(df)
+        if first:
+            raise_if([Problem("too-few-rows", "the data has no rows", "add rows")], file, "train")
+        if label_rows is not None:
+            for i, df in enumerate(label_rows):
+                if i == 0 and columns is None:
+                    raise_if(missing_columns(checked, df, targets_spec, inputs=False), file, "train")
+                labels.update(df)
+        inputs, extras = {}, {}
         for name, cfg in spec.inputs.items():
-            if cfg.type not in INPUT_TYPES:
-                raise BuildError(f"inputs.{name}: no data preprocessing for input type '{cfg.type}' — known: "
-                                 f"{', '.join(INPUT_TYPES)}")
-            state: dict = {"type": cfg.type, "config": _config(cfg)}
-            if cfg.type == "text":
-                tok = cfg.tokenizer
-                enc = REGISTRIES["tokenizer"].builders[tok.type].fit(
-                    tok, texts_of(train_df[cfg.column]), cfg.max_length, checked.base_dir, f"inputs.{name}")
-                text[name] = enc
-                state.update(tokenizer=enc.kind, vocab_size=enc.vocab_size, pad_id=enc.pad_id)
-            elif cfg.type == "numeric":
-                x, probs = _numeric(train_df, cfg.columns, name)
-                problems += probs
-                state.update(_fit_scale(x, cfg.normalize) if not probs else {"shift": [], "scale": []})
-            elif cfg.type == "categorical":
-                state["vocabulary"] = _fit_vocabulary(train_df[cfg.column], cfg)
-            inputs[name] = state
-        targets = {}
-        for t in targets_spec.values():
-            state = _target_config(t)
-            if t.kind in ("multiclass", "multilabel"):
-                if t.source != t.name and t.source in targets:
-                    state["names"] = list(targets[t.source]["names"])  # a late fusion shares its member's classes
-                else:
-                    series = train_df[t.column]
-                    if t.kind == "multiclass":
-                        keys, _ = convert.class_keys(series, t.column)
-                    else:
-                        sets, _ = convert.label_sets(series, t.column, t.separator)
-                        keys = [k for s in sets for k in s]
-                    field = "classes" if t.kind == "multiclass" else "labels"
-                    names, probs = convert.fit_names(keys, t.size, t.names, field, f"heads.{t.source}.{field}",
-                                                     t.column)
-                    problems += probs
-                    state["names"] = names
-            targets[t.name] = state
-        raise_if(problems, file, "train")
-        return cls(checked, inputs, targets, text)
+            state, extra, probs = fitters[name].finish()
+            problems += probs
+            inputs[name] = {"type": cfg.type, "config": _config(cfg), **state}
+            if extra is not None:
+                extras[name] = extra
+        targets, probs = labels.finish()
+        raise_if(problems + probs, file, "train")
+        return cls(checked, inputs, targets, extras)
 
     # ---------------------------------------------------------------------------------- transform
 
@@ -165,47 +160,46 @@ class Preprocessor:
                 images, labels outside the label map, ...).
         """
         file = str(file or "<data>")
-        specs = self._target_specs() if targets else {}
-        problems = missing_columns(self.checked, df, specs)
+        raise_if(missing_columns(self.checked, df, self._target_specs() if targets else {}), file)
+        inputs, labels, problems = self.arrays(df, data_dir, targets=targets)
         raise_if(problems, file)
-        inputs: dict[str, torch.Tensor] = {}
-        for name, cfg in self.checked.spec.inputs.items():
-            state = self._inputs[name]
-            node = f"inputs.{name}"
-            if cfg.type == "text":
-                ids, mask = self._text[name].encode(texts_of(df[cfg.column]))
-                inputs[name] = torch.from_numpy(ids)  # (B, T)
-                inputs[name + ".mask"] = torch.from_numpy(mask)  # (B, T), 1 = token, 0 = padding
-            elif cfg.type == "image":
-                px, probs = load_images(df[cfg.column], cfg.column, data_dir, cfg.size, cfg.channels,
-                                        cfg.normalize, node)
-                problems += probs
-                inputs[name] = torch.from_numpy(px)  # (B, C, H, W)
-            elif cfg.type == "numeric":
-                x, probs = _numeric(df, cfg.columns, name)
-                problems += probs
-                x = (x - np.asarray(state["shift"])) / np.asarray(state["scale"])
-                inputs[name] = torch.from_numpy(x.astype(np.float32))  # (B, n)
-            elif cfg.type == "categorical":
-                index = {k: i + 1 for i, k in enumerate(state["vocabulary"])}
-                ids = [0 if convert.is_missing(v) else index.get(convert.label_key(v), 0) for v in df[cfg.column]]
-                inputs[name] = torch.tensor(ids, dtype=torch.int64).reshape(len(df))  # (B,)
-            elif cfg.type == "vector":
-                cols = vector_layout(cfg.column, cfg.width, df.columns)
-                x, probs = convert.vectors(df, cols, cfg.width, node)
-                problems += probs
-                inputs[name] = torch.from_numpy(x.astype(np.float32))  # (B, width)
-        labels: dict[str, torch.Tensor] = {}
+        return ({k: torch.from_numpy(v) for k, v in inputs.items()},
+                {k: torch.from_numpy(v) for k, v in labels.items()})
+
+    def arrays(self, df: pd.DataFrame, data_dir=None, *, targets: bool = True,
+               inputs=None) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], list[Problem]]:
+        """Like :meth:`transform`, but numpy arrays and the problems instead of an error (the data
+        loader drops or reports the problem rows). ``inputs`` limits which inputs are transformed."""
+        spec = self.checked.spec
+        out: dict[str, np.ndarray] = {}
+        problems: list[Problem] = []
+        for name, cfg in spec.inputs.items():
+            if inputs is not None and name not in inputs:
+                continue
+            arrays, probs = input_data(cfg.type).transform(cfg, self._inputs[name], self._extras.get(name), df,
+                                                           Context(f"inputs.{name}", data_dir, self.checked.base_dir))
+            out.update(arrays)
+            problems += probs
+        labels: dict[str, np.ndarray] = {}
         done: dict = {}
-        for name, t in specs.items():
+        for name, t in (self._target_specs() if targets else {}).items():
             state = self._targets[name]
             key = (t.column, t.kind, t.size, tuple(state.get("names") or ()))
             if key not in done:
                 done[key], probs = self._target(t, state, df)
                 problems += probs
             labels[name] = done[key]
-        raise_if(problems, file)
-        return inputs, labels
+        return out, labels, problems
+
+    def columns(self, available, *, targets: bool = True, inputs=None) -> list[str]:
+        """The data columns a transform reads from a file with ``available`` columns."""
+        cols: list[str] = []
+        for name, cfg in self.checked.spec.inputs.items():
+            if inputs is None or name in inputs:
+                cols += input_data(cfg.type).columns(cfg, available) or []
+        for t in (self._target_specs() if targets else {}).values():
+            cols += (vector_layout(t.column, t.size, available) or []) if t.kind == "regression" else [t.column]
+        return list(dict.fromkeys(c for c in cols if c in set(available)))
 
     def _target(self, t, state: dict, df: pd.DataFrame):
         series = df[t.column] if t.column in df.columns else None
@@ -222,7 +216,7 @@ class Preprocessor:
                 else:
                     probs.append(convert.unknown_label(k, state["names"], t.names is not None, "class", where,
                                                        row, t.column))
-            return torch.from_numpy(out), probs  # (B,)
+            return out, probs  # (B,)
         if t.kind == "multilabel":
             sets, probs = convert.label_sets(series, t.column, t.separator)
             index = {k: i for i, k in enumerate(state["names"])}
@@ -234,19 +228,13 @@ class Preprocessor:
                     else:
                         probs.append(convert.unknown_label(k, state["names"], t.names is not None, "label",
                                                            where, row, t.column))
-            return torch.from_numpy(out), probs  # (B, L)
+            return out, probs  # (B, L)
         if t.kind == "binary":
             y, probs = convert.binary(series, t.column)
-            return torch.from_numpy(y.astype(np.float32)), probs  # (B,)
+            return y.astype(np.float32), probs  # (B,)
         cols = vector_layout(t.column, t.size, df.columns)
         y, probs = convert.vectors(df, cols, t.size, f"heads.{t.source}", "target")
-        return torch.from_numpy(y.astype(np.float32)), probs  # (B, outputs)
-
-    def dataset(self, df: pd.DataFrame, data_dir=None, *, targets: bool = True, file=None):
-        """:meth:`transform` wrapped in a :class:`~archspec.data.loader.TensorDictDataset`."""
-        from .loader import TensorDictDataset
-
-        return TensorDictDataset(*self.transform(df, data_dir, targets=targets, file=file))
+        return y.astype(np.float32), probs  # (B, outputs)
 
     # ------------------------------------------------------------------------------------- queries
 
@@ -305,9 +293,10 @@ class Preprocessor:
         return list(names) if names is not None else None
 
     def _text_encoder(self, input_name: str):
-        enc = self._text.get(input_name)
+        enc = self._extras.get(input_name) if self._inputs.get(input_name, {}).get("type") == "text" else None
         if enc is None:
-            raise LookupFailed(f"'{input_name}' is not a text input — text inputs: {', '.join(self._text) or 'none'}")
+            texts = [n for n, s in self._inputs.items() if s["type"] == "text"]
+            raise LookupFailed(f"'{input_name}' is not a text input — text inputs: {', '.join(texts) or 'none'}")
         return enc
 
     def _target_specs(self) -> dict:
@@ -328,8 +317,8 @@ class Preprocessor:
         """
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
-        for name, enc in self._text.items():
-            enc.save(d / TOKENIZER_DIR / name)
+        for name, extra in self._extras.items():
+            input_data(self._inputs[name]["type"]).save_extra(extra, d / TOKENIZER_DIR / name)
         path = d / STATE_FILE
         tmp = path.with_name(path.name + ".tmp")
         with open(tmp, "w", encoding="utf-8") as fh:
@@ -384,15 +373,12 @@ class Preprocessor:
             raise CheckpointError(f"{path}: the spec no longer matches the data transform fitted with this run "
                                   f"({'; '.join(changed)}) — use the spec the run was trained with, or train again")
         _validate_state(path, spec, inputs, targets)
-        text = {}
+        extras = {}
         for name, cfg in spec.inputs.items():
-            if cfg.type == "text":
-                loader = REGISTRIES["tokenizer"].builders.get(inputs[name].get("tokenizer"))
-                if loader is None:
-                    raise CheckpointError(f"{path}: input '{name}' was fitted with an unknown tokenizer "
-                                          f"{inputs[name].get('tokenizer')!r} — is the plugin that provides it installed?")
-                text[name] = loader.load(d / TOKENIZER_DIR / name, cfg.max_length)
-        return cls(checked, {n: inputs[n] for n in spec.inputs}, {n: targets[n] for n in specs}, text)
+            extra = input_data(cfg.type).load_extra(cfg, inputs[name], d / TOKENIZER_DIR / name)
+            if extra is not None:
+                extras[name] = extra
+        return cls(checked, {n: inputs[n] for n in spec.inputs}, {n: targets[n] for n in specs}, extras)
 
 
 def _validate_state(path, spec, inputs: dict, targets: dict) -> None:
@@ -400,20 +386,9 @@ def _validate_state(path, spec, inputs: dict, targets: dict) -> None:
         raise CheckpointError(f"{path}: {what} — the file was edited or is corrupt; train again")
 
     for name, cfg in spec.inputs.items():
-        s = inputs[name]
-        if cfg.type == "numeric":
-            for key in ("shift", "scale"):
-                v = s.get(key)
-                if not (isinstance(v, list) and len(v) == len(cfg.columns)
-                        and all(isinstance(x, (int, float)) and np.isfinite(x) for x in v)):
-                    bad(f"inputs.{name}.{key} is not {len(cfg.columns)} finite numbers")
-            if any(x == 0 for x in s["scale"]):
-                bad(f"inputs.{name}.scale holds a zero")
-        if cfg.type == "categorical":
-            v = s.get("vocabulary")
-            if not (isinstance(v, list) and all(isinstance(x, str) for x in v)
-                    and len(v) <= cfg.cardinality - 1):
-                bad(f"inputs.{name}.vocabulary is not a list of at most {cfg.cardinality - 1} strings")
+        why = input_data(cfg.type).validate(cfg, inputs[name])
+        if why:
+            bad(f"inputs.{name}.{why}")
     for name, s in targets.items():
         if s.get("kind") in ("multiclass", "multilabel"):
             v = s.get("names")
@@ -421,31 +396,73 @@ def _validate_state(path, spec, inputs: dict, targets: dict) -> None:
                 bad(f"the label names of '{name}' are not {s.get('size')} strings")
 
 
-def _numeric(df: pd.DataFrame, columns, name: str) -> tuple[np.ndarray, list[Problem]]:
-    parts, problems = [], []
-    for c in columns:
-        a, p = convert.numbers(df[c], c, f"inputs.{name} value")
-        parts.append(a)
-        problems += p
-    return np.stack(parts, axis=1), problems  # (n, len(columns)) float64
+class _LabelFit:
+    """Label maps fitted in a stream: the distinct keys of each multiclass/multilabel prediction."""
+
+    def __init__(self, specs: dict):
+        self.specs = specs
+        self.keys: dict = {name: set() for name, t in specs.items()
+                           if t.kind in ("multiclass", "multilabel") and t.names is None}
+
+    def update(self, df: pd.DataFrame) -> None:
+        for name, keys in self.keys.items():
+            t = self.specs[name]
+            if t.column not in df.columns:
+                continue
+            if t.kind == "multiclass":
+                keys.update(k for k in convert.class_keys(df[t.column], t.column)[0] if k is not None)
+            else:
+                keys.update(k for s in convert.label_sets(df[t.column], t.column, t.separator)[0] for k in s)
+
+    def finish(self) -> tuple[dict, list[Problem]]:
+        targets, problems = {}, []
+        for t in self.specs.values():
+            state = _target_config(t)
+            if t.kind in ("multiclass", "multilabel"):
+                if t.source != t.name and t.source in targets:
+                    state["names"] = list(targets[t.source]["names"])  # a late fusion shares its member's classes
+                else:
+                    field = "classes" if t.kind == "multiclass" else "labels"
+                    names, probs = convert.fit_names(sorted(self.keys.get(t.name, ())), t.size, t.names, field,
+                                                     f"heads.{t.source}.{field}", t.column)
+                    problems += probs
+                    state["names"] = names
+            targets[t.name] = state
+        return targets, problems
 
 
-def _fit_scale(x: np.ndarray, normalize: str) -> dict:
-    """``shift``/``scale`` per column so that ``(x - shift) / scale`` is normalised; a constant column gets scale 1."""
-    if normalize == "standard":
-        shift, scale = x.mean(axis=0), x.std(axis=0)
-    elif normalize == "minmax":
-        shift, scale = x.min(axis=0), x.max(axis=0) - x.min(axis=0)
+def fit_table(checked, table, rows=None, *, fit_rows: int | None = None, seed: int = 0,
+              chunk_rows: int = 8192) -> Preprocessor:
+    """:meth:`Preprocessor.fit` on a :class:`~.store.Table`'s training rows, streamed in chunks.
+
+    Only the columns the spec reads are taken, no image is opened, and memory holds one chunk.
+
+    Args:
+        checked: the checked spec.
+        table: the training data file (:func:`~.store.open_table`).
+        rows: the training split's positions (default: every row).
+        fit_rows: ``training.fit_rows``: fit the inputs on a seeded sample of this many rows
+            (the same sample for the same ``seed``); label maps still read every training row.
+        seed: ``training.seed``.
+        chunk_rows: rows per chunk.
+    """
+    from .tables import permutation
+
+    checked = load_spec(checked)
+    rows = np.arange(table.num_rows) if rows is None else np.asarray(rows)
+    specs = prediction_targets(checked)
+    cols = []
+    for cfg in checked.spec.inputs.values():  # e.g. nothing is fitted on images: not even their paths are read
+        cols += input_data(cfg.type).fit_columns(cfg, table.columns)
+    label_cols = [c for t in specs.values() for c in ((vector_layout(t.column, t.size, table.columns) or [])
+                                                      if t.kind == "regression" else [t.column])]
+    label_cols = [c for c in dict.fromkeys(label_cols) if c in set(table.columns)]
+    fit_on, label_rows = rows, None
+    if fit_rows is not None and fit_rows < len(rows):
+        fit_on = np.sort(rows[permutation(len(rows), seed, 0xF17)[:fit_rows]])
+        label_rows = table.chunks(rows, label_cols, chunk_rows)
     else:
-        shift, scale = np.zeros(x.shape[1]), np.ones(x.shape[1])
-    scale = np.where((scale > 0) & np.isfinite(scale), scale, 1.0)
-    return {"shift": [float(v) for v in shift], "scale": [float(v) for v in scale]}
-
-
-def _fit_vocabulary(series: pd.Series, cfg) -> list[str]:
-    """Declared categories, or the most frequent training values (ties alphabetically), capped."""
-    if cfg.categories is not None:
-        return [str(c) for c in cfg.categories]
-    counts = Counter(convert.label_key(v) for v in series if not convert.is_missing(v))
-    ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
-    return [k for k, _ in ranked[: cfg.max_categories]]
+        cols += label_cols
+    cols = list(dict.fromkeys(cols))
+    return Preprocessor.fit(checked, table.chunks(fit_on, cols, chunk_rows), Path(str(table.source)).resolve().parent,
+                            file=str(table.source), label_rows=label_rows, columns=table.columns)

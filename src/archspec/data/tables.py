@@ -175,3 +175,24 @@ def split(df: pd.DataFrame, validation_split: float, seed: int, *, file=None) ->
 
 #: the same function under the name ``archspec.train`` imports
 split_frame = split
+
+
+def split_positions(n_rows: int, validation_split: float, seed: int, *, file=None) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`split` on row positions: ``(train, validation)``, each in file order.
+
+    The same rows as :func:`split` holds out for a table of ``n_rows`` rows.
+
+    Example:
+        >>> tr, va = split_positions(10, 0.2, seed=0)
+        >>> len(tr), len(va), sorted(tr.tolist() + va.tolist()) == list(range(10))
+        (8, 2, True)
+    """
+    n_train, n_val = split_sizes(n_rows, validation_split)
+    if validation_split > 0 and (n_train < 2 or n_val < 1):
+        raise DataError(f"{file or '<training data>'}: only {n_rows} row{'s' if n_rows != 1 else ''}: holding out "
+                        f"validation_split {validation_split:g} leaves {n_train} for training and {n_val} for "
+                        "validation — add rows (training needs at least 2), give a validation file, or set "
+                        "`training.validation_split: 0`")
+    held = np.zeros(n_rows, dtype=bool)
+    held[permutation(n_rows, seed, 0x5B17)[:n_val]] = True
+    return np.flatnonzero(~held), np.flatnonzero(held)

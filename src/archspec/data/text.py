@@ -3,7 +3,8 @@ pretrained (Hugging Face) tokenizer from a local directory, or by hub name (down
 the Hugging Face cache; never in offline mode).
 
 Each tokenizer type registers its builder under its spec name (``register_builder("tokenizer", ...)``):
-a class with ``fit(cfg, texts, max_length, base_dir, node)`` (from the training split) and
+a class with ``fit(cfg, texts, max_length, base_dir, node)`` (from the training split; optionally
+``streaming(cfg) -> (update(texts), finish(max_length))`` to be fitted chunk by chunk) and
 ``load(directory, max_length)`` (from a run), instances with ``kind``, ``vocab_size``, ``pad_id``,
 ``save(directory)`` and ``encode(texts) -> (ids, mask)``.
 """
@@ -35,8 +36,17 @@ class WordPieceText:
     kind = "wordpiece"
 
     @classmethod
-    def fit(cls, cfg, texts: list[str], max_length: int, base_dir, node: str) -> "WordPieceText":
+    def fit(cls, cfg, texts, max_length: int, base_dir, node: str) -> "WordPieceText":
         return cls.train(texts, cfg.vocab_size, cfg.lowercase, cfg.min_frequency, max_length)
+
+    @staticmethod
+    def streaming(cfg):
+        """A streaming fit for the ``text`` input's home: ``(update(texts), finish(max_length))``.
+
+        Word counts grow with the distinct words, never with the rows."""
+        counter = WordCounter(cfg.lowercase)
+        return counter.update, lambda max_length: WordPieceText.from_counts(counter, cfg.vocab_size,
+                                                                            cfg.min_frequency, max_length)
 
     def __init__(self, tokenizer, max_length: int):
         self.tokenizer = tokenizer
@@ -44,30 +54,43 @@ class WordPieceText:
         tokenizer.enable_truncation(self.max_length)
         tokenizer.enable_padding(length=self.max_length, pad_id=0, pad_token="[PAD]")
 
-    @classmethod
-    def train(cls, texts: list[str], vocab_size: int, lowercase: bool, min_frequency: int,
-              max_length: int) -> "WordPieceText":
-        """Train on ``texts`` (the training split only), offline.
+    @staticmethod
+    def counter(lowercase: bool) -> "WordCounter":
+        """A streaming word counter for :meth:`from_counts` (feed it chunks of text)."""
+        return WordCounter(lowercase)
 
-        Two trainings on the same text can differ where merge counts tie (``tokenizers`` breaks
-        ties in hash-map order, huggingface/tokenizers#1794): save the result and reload it rather
-        than training again.
+    @classmethod
+    def train(cls, texts, vocab_size: int, lowercase: bool, min_frequency: int,
+              max_length: int) -> "WordPieceText":
+        """Train on ``texts`` (an iterable of strings: the training split only), offline.
+
+        The vocabulary is a pure function of the text: ``tokenizers``' own WordPiece trainer breaks
+        ties between equally frequent merges in hash-map order, which differs in every process
+        (huggingface/tokenizers#1794), so two runs with one seed got different vocabularies. Here
+        ``tokenizers`` still normalises, splits and encodes, but the merges are chosen by
+        :func:`wordpiece_vocabulary` (most frequent pair first, ties by the pair's text).
 
         Example:
             >>> t = WordPieceText.train(["a cat", "a dog"] * 3, 100, True, 1, 6)
             >>> t.encode(["A cat"])[0].tolist()[0][:1], t.pad_id
             ([2], 0)
+            >>> t.tokenizer.get_vocab() == WordPieceText.train(["a cat", "a dog"] * 3, 100, True, 1, 6).tokenizer.get_vocab()
+            True
         """
-        from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+        counter = WordCounter(lowercase)
+        counter.update(texts)
+        return cls.from_counts(counter, vocab_size, min_frequency, max_length)
 
-        tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-        # BertNormalizer strips accents exactly when it lower-cases (strip_accents=None follows lowercase).
-        tok.normalizer = normalizers.BertNormalizer(lowercase=lowercase)
-        tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-        tok.decoder = decoders.WordPiece()
-        trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, min_frequency=min_frequency,
-                                            special_tokens=list(SPECIAL_TOKENS), show_progress=False)
-        tok.train_from_iterator(texts, trainer, length=len(texts))
+    @classmethod
+    def from_counts(cls, counter: "WordCounter", vocab_size: int, min_frequency: int,
+                    max_length: int) -> "WordPieceText":
+        """The tokenizer for the words a :class:`WordCounter` has seen."""
+        from tokenizers import Tokenizer, models, processors
+
+        vocab = wordpiece_vocabulary(counter.counts, vocab_size, min_frequency, SPECIAL_TOKENS)
+        tok = Tokenizer(models.WordPiece({t: i for i, t in enumerate(vocab)}, unk_token="[UNK]",
+                                         continuing_subword_prefix="##"))
+        _bert_pipeline(tok, counter.lowercase)
         cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
         tok.post_processor = processors.TemplateProcessing(
             single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
@@ -108,11 +131,122 @@ class WordPieceText:
         return ids, mask
 
 
+def _bert_pipeline(tok, lowercase: bool) -> None:
+    from tokenizers import decoders, normalizers, pre_tokenizers
+
+    # BertNormalizer strips accents exactly when it lower-cases (strip_accents=None follows lowercase).
+    tok.normalizer = normalizers.BertNormalizer(lowercase=lowercase)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.decoder = decoders.WordPiece()
+
+
+class WordCounter:
+    """Word frequencies of a text stream, split the way the WordPiece tokenizer splits (BERT rules).
+
+    Memory grows with the number of distinct words, not with the number of rows.
+    """
+
+    def __init__(self, lowercase: bool):
+        from collections import Counter
+
+        from tokenizers import Tokenizer, models
+
+        self.lowercase = lowercase
+        self.counts: Counter = Counter()
+        self._tok = Tokenizer(models.WordPiece({"[UNK]": 0}, unk_token="[UNK]"))
+        _bert_pipeline(self._tok, lowercase)
+
+    def update(self, texts) -> None:
+        norm, pre = self._tok.normalizer, self._tok.pre_tokenizer
+        for text in texts:
+            self.counts.update(w for w, _ in pre.pre_tokenize_str(norm.normalize_str(text)))
+
+
+def wordpiece_vocabulary(word_counts, vocab_size: int, min_frequency: int, specials=SPECIAL_TOKENS) -> list[str]:
+    """A WordPiece vocabulary learned by byte-pair merges, deterministically.
+
+    What ``tokenizers``' ``WordPieceTrainer`` does (BPE merges over words split into characters,
+    ``##`` marking a piece inside a word, stop at ``vocab_size`` or when no pair occurs
+    ``min_frequency`` times), with one difference: among equally frequent pairs the one whose text
+    sorts first is merged, so the result never depends on the process.
+
+    Returns:
+        the tokens in id order: ``specials``, then the alphabet (most frequent first), then merges
+        in the order they were made.
+
+    Example:
+        >>> wordpiece_vocabulary({"low": 5, "lower": 2, "newest": 6}, 18, 2, ["[UNK]"])[-4:]
+        ['newest', 'low', '##wer', 'lower']
+    """
+    import heapq
+    from collections import Counter, defaultdict
+
+    items = sorted(word_counts.items())
+    seqs = [[w[0]] + ["##" + ch for ch in w[1:]] for w, _ in items if w]
+    freq = [c for w, c in items if w]
+    symbols: Counter = Counter()
+    for seq, c in zip(seqs, freq):
+        for sym in seq:
+            symbols[sym] += c
+    vocab = list(specials)
+    known = set(vocab)
+    for sym in sorted(symbols, key=lambda s: (-symbols[s], s)):
+        if sym not in known:
+            vocab.append(sym)
+            known.add(sym)
+    pairs: dict = defaultdict(int)
+    where: dict = defaultdict(set)
+    for i, (seq, c) in enumerate(zip(seqs, freq)):
+        for p in zip(seq, seq[1:]):
+            pairs[p] += c
+            where[p].add(i)
+    heap = [(-c, a, b) for (a, b), c in pairs.items()]
+    heapq.heapify(heap)
+    while len(vocab) < vocab_size and heap:
+        neg, a, b = heapq.heappop(heap)
+        count = pairs.get((a, b), 0)
+        if count != -neg or count == 0:
+            continue  # a stale entry: the pair's current count has its own entry
+        if count < min_frequency:
+            break
+        new = a + (b[2:] if b.startswith("##") else b)
+        changed = set()
+        for i in sorted(where.pop((a, b), ())):
+            seq, c = seqs[i], freq[i]
+            merged, j = [], 0
+            while j < len(seq):
+                if j + 1 < len(seq) and seq[j] == a and seq[j + 1] == b:
+                    merged.append(new)
+                    j += 2
+                else:
+                    merged.append(seq[j])
+                    j += 1
+            if len(merged) == len(seq):
+                continue
+            for p in zip(seq, seq[1:]):
+                pairs[p] -= c
+                changed.add(p)
+            for p in zip(merged, merged[1:]):
+                pairs[p] += c
+                where[p].add(i)
+                changed.add(p)
+            seqs[i] = merged
+        pairs.pop((a, b), None)
+        for p in sorted(changed):
+            if pairs.get(p, 0) > 0:
+                heapq.heappush(heap, (-pairs[p], *p))
+        if new not in known:
+            vocab.append(new)
+            known.add(new)
+    return vocab
+
+
 @register_builder("tokenizer", "pretrained")
 class PretrainedText:
     """A Hugging Face tokenizer (``AutoTokenizer``): a local directory, or a hub name (cached on first use)."""
 
     kind = "pretrained"
+    needs_texts = False  # nothing is fitted: the fit pass does not read the text column
 
     @classmethod
     def fit(cls, cfg, texts: list[str], max_length: int, base_dir, node: str) -> "PretrainedText":

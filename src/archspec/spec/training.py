@@ -215,8 +215,16 @@ class TrainingConfig(StrictModel):
     """Also save the `last` checkpoint every N optimizer steps (it is always saved at each epoch end)."""
     early_stopping: EarlyStoppingConfig | None = None
     """Stop when a validation metric stops improving (none by default: train all epochs)."""
-    num_workers: NonNegInt = 0
-    """Data loader worker processes."""
+    num_workers: NonNegInt | None = None
+    """Data loader worker processes that read rows, decode and resize images and tokenize text per
+    batch (0: in the training process). Default: 0 for specs without image or text inputs, else
+    `min(8, CPUs - 1)`."""
+    on_bad_row: Literal["error", "skip"] = "error"
+    """A row whose values cannot be used (an unreadable image, a missing label, a line the reader
+    cannot split): stop with its file, row and column, or leave it out and count it."""
+    fit_rows: PositiveInt | None = None
+    """Fit the input preprocessing (statistics, categories, tokenizer) on a seeded sample of this many
+    training rows instead of all of them (label maps still read every row)."""
     loss_weighting: LossWeightingConfig = FixedWeightingConfig(type="fixed")
     """How the losses of a multi-task model are combined: `fixed` weights (default), or learned
     by `uncertainty`, `gradnorm` or `dwa`. Effective weights are logged per epoch."""
