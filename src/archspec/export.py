@@ -290,6 +290,7 @@ def _expects(model, name: str, mask: bool, preprocessor, transforms) -> dict:
 
 def _output_specs(model) -> list[dict]:
     from .graph import label_space, output_activation, prediction_kind, prediction_threshold
+    from .prediction_kinds import kind_home
 
     checked = getattr(model, "checked", None)
     graph = checked.graph if checked is not None else None
@@ -300,21 +301,18 @@ def _output_specs(model) -> list[dict]:
             spec = {"name": name, "kind": shape.kind, "dtype": shape.dtype, "shape": [BATCH, *shape.dims]}
             if graph is not None:
                 task = prediction_kind(graph, name)
+                home = kind_home(task)
                 space, target = label_space(graph, name)
                 cfg = graph.nodes[name]
                 spec["node"] = f"{graph.section[name]}.{name}"
                 spec["task"] = task
+                spec["meaning"] = home.meaning
                 spec["target"] = target
                 if space is not None:
                     spec["labels"] = space[2] if space[2] is not None else space[1]
                 if prediction_threshold(graph, name) is not None:
                     spec["threshold"] = prediction_threshold(graph, name)
-                if shape.kind == "logits":
-                    spec["activation"] = output_activation(graph, name)
-                elif shape.kind == "score":
-                    spec["activation"] = "sigmoid" if cfg.loss.type == "binary_cross_entropy" else None
-                else:
-                    spec["activation"] = None
+                spec["activation"] = home.export_activation(cfg, shape, output_activation(graph, name))
         else:  # a similarity head's tower embedding, "<head>.query" / "<head>.candidate"
             head, side = name.rsplit(".", 1)
             node = model.similarity[head][0 if side == "query" else 1]

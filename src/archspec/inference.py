@@ -8,9 +8,10 @@ from pathlib import Path
 from . import checkpoint as ckpt
 from .build import compile_loss, compile_spec
 from .errors import CheckpointError, DataError
-from .graph import prediction_kind, prediction_target
+from .graph import prediction_target
 from .outputs import evaluate_outputs, label_names, predicted_labels, run_model, tensor_batches, to_probabilities
 from .pipeline import check_text
+from .prediction_kinds import home_of
 
 
 def describe_checkpoint(run_dir, which="best") -> dict:
@@ -182,34 +183,12 @@ def prediction_frame(model, pre, checked, outputs: dict, index):
     """One column per prediction value (labels, probabilities, scores), as :func:`predict` writes."""
     import pandas as pd
 
-    g = checked.graph
     cols: dict = {}
-    for name in model.predictions:
-        kind = prediction_kind(g, name)
-        out = outputs[name]
-        if kind == "regression":
-            for j in range(out.shape[1]):
-                cols[f"{name}" if out.shape[1] == 1 else f"{name}.{j}"] = out[:, j].numpy()
-            continue
-        probs = to_probabilities(model, name, out)
-        names = label_names(model, pre, name)
-        labels = predicted_labels(model, name, out)  # the same labels the metrics score
-        if kind == "multiclass":
-            names = names or [str(i) for i in range(probs.shape[1])]
-            cols[name] = [names[i] for i in labels.tolist()]
-            for j, label in enumerate(names):
-                cols[f"{name}.prob.{label}"] = probs[:, j].numpy()
-        elif kind == "multilabel":
-            names = names or [str(i) for i in range(probs.shape[1])]
-            cols[name] = ["|".join(n for n, on in zip(names, row) if on) for row in labels.tolist()]
-            for j, label in enumerate(names):
-                cols[f"{name}.prob.{label}"] = probs[:, j].numpy()
-        elif kind == "binary":
-            cols[name] = labels.numpy()
-            cols[f"{name}.prob"] = probs.numpy()
-        elif kind == "similarity":
-            cols[f"{name}.score"] = out.numpy()
-            cols[f"{name}.prob"] = probs.numpy()
+    for name in model.predictions:  # the layout is its kind's (archspec.prediction_kinds); the labels
+        out = outputs[name]         # are the ones the metrics score (outputs.predicted_labels)
+        cols.update(home_of(checked.graph, name).columns(name, out, to_probabilities(model, name, out),
+                                                         predicted_labels(model, name, out),
+                                                         label_names(model, pre, name)))
     return pd.DataFrame(cols, index=index)
 
 
@@ -289,13 +268,7 @@ def show_predictions(run_dir, data_file, predictions, n: int) -> str:
         head = " | ".join(t if len(t) <= 70 else t[:67] + "..." for t in texts) or f"row {i + 1}"
         lines.append(f"[{i + 1}] {head}")
         for name in names:
-            kind = prediction_kind(g, name)
-            if kind == "similarity":
-                shown = f"score {pred[f'{name}.score']:.4f}  prob {pred[f'{name}.prob']:.4f}"
-            elif kind == "binary":
-                shown = f"{pred[name]}  prob {pred[f'{name}.prob']:.4f}"
-            else:
-                shown = text(pred[name])
+            shown = home_of(g, name).shown(name, pred, text)
             column = prediction_target(g, name)
             truth = f"   (true: {text(row[column])})" if column in df.columns else ""
             lines.append(f"      {name:<{width}}  {shown}{truth}")

@@ -66,25 +66,9 @@ def _mean_auc(probs: torch.Tensor, onehot: torch.Tensor) -> float:
     return sum(vals) / len(vals) if vals else math.nan
 
 
-DEFAULT_THRESHOLD = 0.5
-
-
-def decide_labels(kind: str, probs: torch.Tensor, threshold: float | None = None) -> torch.Tensor:
-    """The labels a prediction predicts from its probabilities — the one rule behind metrics,
-    ``archspec predict`` and hard votes.
-
-    ``multiclass``: the index of the most probable class, ``(N,)``. ``multilabel``/``binary``
-    (and a similarity's probability): 1 where the probability is above ``threshold`` (the head's,
-    see :func:`archspec.graph.prediction_threshold`; 0.5 when ``None``), else 0, same shape as
-    ``probs``.
-
-    Example:
-        >>> decide_labels("multilabel", torch.tensor([[0.2, 0.7]]), 0.0).tolist()
-        [[1, 1]]
-    """
-    if kind == "multiclass":
-        return probs.argmax(-1)
-    return (probs > (DEFAULT_THRESHOLD if threshold is None else threshold)).long()
+# The one rule that decides labels from probabilities lives with the prediction kinds, torch-free, so
+# the torch-free serving runtime applies it too; metrics, predict and hard votes import it from here.
+from .prediction_kinds import DEFAULT_THRESHOLD, decide_labels  # noqa: E402, F401
 
 
 def classification_metrics(kind: str, probs: torch.Tensor, target: torch.Tensor, names: list[str],

@@ -6,24 +6,24 @@ import contextlib
 
 import torch
 
-from .graph import label_space, output_activation, prediction_kind, prediction_metrics, prediction_threshold
-from .metrics import classification_metrics, decide_labels, recall_at_k, recall_ks, regression_metrics
+from .graph import label_space, output_activation, prediction_metrics, prediction_threshold
+from .prediction_kinds import home_of
 
 
 def to_probabilities(model, name: str, out: torch.Tensor) -> torch.Tensor:
     """Probabilities of a classification prediction (or the values of a regression head), by the
     output activation its head states (a late fusion's members')."""
-    activation = output_activation(model.checked.graph, name)
-    if activation is None or model.output_kinds[name] == "probs":
+    g = model.checked.graph
+    if model.output_kinds[name] == "probs":  # a soft vote already averaged probabilities
         return out
-    return torch.softmax(out, dim=-1) if activation == "softmax" else torch.sigmoid(out)
+    return home_of(g, name).probabilities(out, output_activation(g, name))
 
 
 def predicted_labels(model, name: str, out: torch.Tensor) -> torch.Tensor:
     """The labels a classification prediction predicts for a batch of its outputs (see
     :func:`archspec.metrics.decide_labels`): what ``predict`` writes and what metrics score."""
     g = model.checked.graph
-    return decide_labels(prediction_kind(g, name), to_probabilities(model, name, out), prediction_threshold(g, name))
+    return home_of(g, name).decide(to_probabilities(model, name, out), prediction_threshold(g, name))
 
 
 @torch.no_grad()
@@ -73,27 +73,8 @@ def evaluate_outputs(model, outputs: dict, targets: dict, loss_fn=None, inputs: 
     g = model.checked.graph
     result = {}
     for name in model.predictions:
-        kind = prediction_kind(g, name)
-        names = prediction_metrics(g, name)
-        out = outputs[name]
-        if kind == "similarity":
-            ks = recall_ks(names)
-            if ks:
-                head = model.node_module(name)
-                pair = head.pairwise(outputs[name + ".query"], outputs[name + ".candidate"])
-                result.update({f"{name}/{k}": v for k, v in recall_at_k(pair, ks).items()})
-            rest = [m for m in names if not m.startswith("recall@")]
-            if rest and name in targets:
-                m = classification_metrics("binary", to_probabilities(model, name, out), targets[name], rest)
-                result.update({f"{name}/{k}": v for k, v in m.items()})
-            continue
-        if name not in targets:
-            continue
-        if kind == "regression":
-            m = regression_metrics(out, targets[name], names)
-        else:
-            m = classification_metrics(kind, to_probabilities(model, name, out), targets[name], names,
-                                       prediction_threshold(g, name))
+        m = home_of(g, name).metrics(model, name, outputs, targets, prediction_metrics(g, name),
+                                     prediction_threshold(g, name))
         result.update({f"{name}/{k}": v for k, v in m.items()})
     if loss_fn is not None:
         with torch.no_grad():

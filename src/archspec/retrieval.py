@@ -90,18 +90,14 @@ def _read_chunks(path: Path, rows: int) -> Iterator["object"]:
         raise DataError(f"{path}: the file has no data rows")
 
 
-class _SpecView:
-    """The parts of a checked spec the data transform reads, restricted to some inputs (so a
-    catalogue file needs only the candidate tower's columns)."""
+def _restricted(checked, names):
+    """The checked spec with only some inputs and no heads: what the data transform and its
+    pre-flight read, so a catalogue file needs only the candidate tower's columns."""
+    import dataclasses
 
-    def __init__(self, checked, names):
-        self._checked = checked
-        spec = checked.spec
-        self.spec = type("SpecView", (), {"inputs": {n: c for n, c in spec.inputs.items() if n in names},
-                                          "name": spec.name})()
-
-    def __getattr__(self, attr):
-        return getattr(self._checked, attr)
+    spec = checked.spec.model_copy(update={"inputs": {n: c for n, c in checked.spec.inputs.items() if n in names},
+                                           "heads": {}})
+    return dataclasses.replace(checked, spec=spec)
 
 
 def tower_batches(pre, checked, data_file, inputs: list[str], *, batch_size: int = CHUNK_ROWS,
@@ -125,22 +121,49 @@ def tower_batches(pre, checked, data_file, inputs: list[str], *, batch_size: int
     """
     import copy
 
-    from .data.preflight import missing_columns
+    from .data import Loader, default_workers, open_table, preflight_table
     from .data.problems import Problem, raise_if
 
     path = Path(data_file)
+    if not path.is_file():
+        raise DataError(f"{path}: data file not found")
     view = copy.copy(pre)
-    view.checked = _SpecView(checked, set(inputs))
-    for df in _read_chunks(path, batch_size):
-        problems = missing_columns(view.checked, df, {})
-        for col in ([id_column] if id_column else []) + list(extra_columns):
-            if col not in df.columns:
-                problems.append(Problem("missing-column", f"missing column '{col}'",
-                                        f"the file has: {', '.join(map(str, df.columns[:15]))}", None, col))
-        raise_if(problems, str(path))
-        x, _ = view.transform(df, path.resolve().parent, targets=False, file=str(path))
-        ids = df[id_column].tolist() if id_column else df.index.tolist()
-        yield [_plain(i) for i in ids], x, df
+    view.checked = _restricted(checked, set(inputs))
+    table = open_table(path)
+    problems = []
+    for col in ([id_column] if id_column else []) + list(extra_columns):
+        if col not in table.columns:
+            problems.append(Problem("missing-column", f"missing column '{col}'",
+                                    f"the file has: {', '.join(map(str, table.columns[:15]))}", None, col))
+    raise_if(problems, str(path))
+    on_bad_row = checked.spec.training.on_bad_row
+    preflight_table(view.checked, table, None, "predict", targets=False, on_bad_row=on_bad_row)
+    # the one data path: the tower's inputs only, built in worker processes, in file order
+    loader = Loader(table, view, batch_size=batch_size, targets=False, inputs=list(inputs), rank=0, world_size=1,
+                    num_workers=default_workers(checked), on_bad_row=on_bad_row, name="embed")
+    keep = [c for c in dict.fromkeys([id_column, *extra_columns]) if c] or list(table.columns[:1])
+    try:
+        # batches come in file order, so the id/extra columns are read alongside, chunk by chunk
+        for (x, _, rows), df in zip(loader, table.chunks(columns=keep, size=batch_size)):
+            df = _typed(df.loc[rows.numpy()])  # rows a skipped bad row left out
+            ids = df[id_column].tolist() if id_column else df.index.tolist()
+            yield [_plain(i) for i in ids], x, df
+    finally:
+        loader.close()
+
+
+def _typed(df):
+    """Text cells as numbers where a whole column of the chunk parses (what reading the CSV with
+    pandas gives): the cache keeps CSV cells as text, but ids like ``42`` should stay numbers."""
+    import pandas as pd
+
+    for col in df.columns:
+        if df[col].dtype == object or pd.api.types.is_string_dtype(df[col]):
+            try:
+                df[col] = pd.to_numeric(df[col])
+            except (ValueError, TypeError):
+                pass  # a text column stays text
+    return df
 
 
 def _plain(v):

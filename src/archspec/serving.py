@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .prediction_kinds import kind_home
+
 __all__ = ["Predictor", "ServingError"]
 
 _INT_FLOAT = re.compile(r"^([+-]?\d+)\.0*$")
@@ -311,29 +313,11 @@ class Predictor:
             if task is None:  # a tower's embedding
                 continue
             name, out = spec["name"], outs[spec["name"]]
-            if task == "regression":
-                for j in range(out.shape[1]):
-                    cols[name if out.shape[1] == 1 else f"{name}.{j}"] = out[:, j]
-                continue
-            if task == "similarity":
-                cols[f"{name}.score"] = out
-                cols[f"{name}.prob"] = _sigmoid(out)
-                continue
-            act = spec.get("activation")
+            home = kind_home(task)  # the same column layout and label rule as `archspec predict`
+            # a similarity's probability is the sigmoid of its score, as `predict` writes it
+            act = "sigmoid" if task == "similarity" else spec.get("activation")
             probs = out if act is None else (_softmax(out) if act == "softmax" else _sigmoid(out))
             labels = spec.get("labels")
-            if task == "multiclass":
-                labels = [str(x) for x in labels] if isinstance(labels, list) else [str(i) for i in range(probs.shape[1])]
-                cols[name] = [labels[i] for i in probs.argmax(1)]
-                for j, label in enumerate(labels):
-                    cols[f"{name}.prob.{label}"] = probs[:, j]
-            elif task == "multilabel":
-                labels = [str(x) for x in labels] if isinstance(labels, list) else [str(i) for i in range(probs.shape[1])]
-                thr = spec.get("threshold", 0.5)
-                cols[name] = ["|".join(lab for lab, p in zip(labels, row) if p > thr) for row in probs]
-                for j, label in enumerate(labels):
-                    cols[f"{name}.prob.{label}"] = probs[:, j]
-            elif task == "binary":
-                cols[name] = (probs > spec.get("threshold", 0.5)).astype(np.int64)
-                cols[f"{name}.prob"] = probs
+            names = [str(x) for x in labels] if isinstance(labels, list) else None
+            cols.update(home.columns(name, out, probs, home.decide(probs, spec.get("threshold")), names))
         return cols
