@@ -116,7 +116,7 @@ class GBDTHeadConfig(Node):
         return self
 
     # --- what every head offers the graph, the checks and the compiler ----------------------------
-    kind: ClassVar = _ByTask({t: t for t in _DEFAULT_LOSS}, "gbdt")
+    kind: ClassVar = _ByTask({t: t for t in _DEFAULT_LOSS}, tuple(_DEFAULT_LOSS))  # on the class: every kind it can take
     default_loss: ClassVar = _ByTask(_DEFAULT_LOSS, "by task")
     output_activation: ClassVar = _ByTask({"multiclass": "softmax", "multilabel": "sigmoid", "binary": "sigmoid",
                                            "regression": None}, None)
