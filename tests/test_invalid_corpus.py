@@ -125,7 +125,7 @@ PINNED = {
     "ref_typo": "ref_typo.yaml:12:11: error[E-REF]: heads.sentiment.from: unknown node 'bga' — did you mean 'bag'?",
     "unknown_type_encoder": (
         "unknown_type_encoder.yaml:8:15: error[E-UNKNOWN-TYPE]: encoders.mlp.type: unknown encoder type 'mpl' — "
-        "did you mean 'mlp'? known: cnn, embedding, embedding_bag, identity, mlp, torchvision, transformer"),
+        "did you mean 'mlp'? known: cnn, embedding, embedding_bag, identity, log_mel, mlp, torchvision, transformer"),
     "schema_unknown_key_typo": (
         "schema_unknown_key_typo.yaml:8:51: error[E-SCHEMA-UNKNOWN]: encoders.mlp.activaton: unknown key "
         "'activaton' — did you mean 'activation'?"),

@@ -70,7 +70,8 @@ class LogMelEncoderConfig(EncoderNode):
 
     def infer(self, ins, ctx) -> Shape:
         samples = ins[0].dims[0]
-        src = ctx.graph.nodes.get(self.input)
+        graph = getattr(ctx, "graph", None)  # absent when a component is checked on its own
+        src = graph.nodes.get(self.input) if graph is not None else None
         rate = getattr(src, "sample_rate", None)
         if samples is not None and samples < self.n_fft // 2 + 1:
             ctx.report("E-SHAPE", ("n_fft",), f"n_fft {self.n_fft} needs at least {self.n_fft // 2 + 1} samples, but "

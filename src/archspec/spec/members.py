@@ -98,8 +98,9 @@ class RunHeadConfig(Node):
         run = self.run_dir(ctx.base_dir)
         spec = run / "spec.yaml"
         if not spec.is_file() or not (run / "resolved_spec.json").is_file():
-            ctx.report("E-RUN-MEMBER", ("run",), f"{run} is not a trained run directory (no spec.yaml / "
-                       "resolved_spec.json)", "train the member first (archspec train SPEC --out DIR) or fix the path")
+            ctx.report("E-RUN-MEMBER", ("run",), f"'{self.run}' is not a trained run directory (no spec.yaml / "
+                       "resolved_spec.json there; relative paths start from the spec's folder)",
+                       "train the member first (archspec train SPEC --out DIR) or fix the path")
             return None
         try:
             source = json.loads((run / "source.json").read_text()) if (run / "source.json").is_file() else {}
