@@ -66,7 +66,7 @@ def _frame(checked, tmp_path, n):
 
 @pytest.mark.parametrize("spec", [pytest.param(p, id=p.stem, marks=[pytest.mark.integration] if p.stem in HEAVY else [])
                                   for p in SPECS])
-def test_torch_free_serving_matches_predict(spec, tmp_path):
+def test_torch_free_serving_matches_predict(spec, tmp_path, capsys):
     from archspec.train import fit
 
     checked = check_file(spec)
@@ -80,6 +80,13 @@ def test_torch_free_serving_matches_predict(spec, tmp_path):
     fit(spec, data=str(tmp_path / "train.csv"), out=str(tmp_path / "run"), max_steps=1, log=lambda *a: None)
     assert main(["predict", str(tmp_path / "run"), "--data", str(tmp_path / "test.csv"),
                  "--out", str(tmp_path / "pred.csv")]) == 0
+    if any(getattr(c, "type", None) == "gbdt" for c in checked.spec.heads.values()):
+        # LightGBM trees are no torch operations: the export says so and names the torch-free path
+        capsys.readouterr()
+        assert main(["build", str(tmp_path / "run"), "--export", "onnx", "--out", str(tmp_path / "export")]) != 0
+        err = capsys.readouterr().err
+        assert "(gbdt) is not exportable to onnx" in err and "lightgbm.Booster" in err, err
+        return
     assert main(["build", str(tmp_path / "run"), "--export", "onnx", "--out", str(tmp_path / "export"),
                  "--format", "json"]) == 0
     manifest = json.loads(next((tmp_path / "export").glob("*.export.json")).read_text())

@@ -281,6 +281,11 @@ def _expects(model, name: str, mask: bool, preprocessor, transforms) -> dict:
                               "mean": list(IMAGENET_MEAN if rgb else IMAGENET_MEAN_GRAY),
                               "std": list(IMAGENET_STD if rgb else IMAGENET_STD_GRAY),
                               "paths": "relative to the data file's directory"}}
+    if cfg.type == "audio":
+        return {"expects": "waveform (samples,), float32, mono", "column": cfg.column,
+                "transform": {"runtime": "audio", "decode": "soundfile; channels averaged; polyphase resampling",
+                              "sample_rate": cfg.sample_rate, "samples": cfg.samples, "crop": cfg.crop,
+                              "paths": "relative to the data file's directory"}}
     if cfg.type == "vector":
         return {"expects": "raw values", "column": cfg.column, "width": cfg.width,
                 "transform": {"runtime": f"a list of {cfg.width} numbers per row (or columns "

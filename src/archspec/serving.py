@@ -152,6 +152,8 @@ class _Inputs:
                 feeds[base + ".mask"] = np.asarray([e.attention_mask for e in encs], dtype=np.int64).reshape(n, -1)
             elif kind == "image":
                 feeds[name] = self._images(spec, _column(cols, spec["column"], name), data_dir)
+            elif kind == "audio":
+                feeds[name] = self._audio(spec, _column(cols, spec["column"], name), data_dir)
             elif spec.get("width") is not None:
                 feeds[name] = self._vectors(spec, cols, n)
             else:
@@ -174,6 +176,26 @@ class _Inputs:
         index = {k: i + 1 for i, k in enumerate(vocab)}
         return np.asarray([0 if _missing(v) else index.get(_label_key(v), 0)
                            for v in _column(cols, spec["column"], name)], dtype=np.int64)
+
+    def _audio(self, spec, values, data_dir) -> np.ndarray:
+        """Waveforms decoded exactly as training decoded them (:func:`archspec.data.audio.decode`)."""
+        from .data.audio import decode
+
+        t = spec["transform"]
+        out = np.zeros((len(values), int(t["samples"])), dtype=np.float32)
+        for i, v in enumerate(values):
+            if _missing(v) or not str(v).strip():
+                raise ServingError(f"row {i}, column '{spec['column']}': missing audio path")
+            p = Path(str(v).strip()).expanduser()
+            if not p.is_absolute() and data_dir is not None:
+                p = Path(data_dir) / p
+            try:
+                out[i] = decode(p, int(t["sample_rate"]), int(t["samples"]), t.get("crop", "start"))
+            except ImportError as exc:
+                raise ServingError(f"this export reads audio: install soundfile and scipy ({exc})") from None
+            except (OSError, RuntimeError, ValueError) as exc:
+                raise ServingError(f"row {i}, column '{spec['column']}': cannot read audio {p} ({exc})") from None
+        return out
 
     def _images(self, spec, values, data_dir) -> np.ndarray:
         try:
