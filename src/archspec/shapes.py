@@ -73,7 +73,10 @@ def infer_shapes(ctx) -> None:
             continue  # upstream already broken and reported
         if not _modalities_ok(ctx, name, cfg, ins):
             continue
-        shape = ctx.shapes[name] = cfg.infer(ins, ctx.at(g.path(name)))
+        shape = cfg.infer(ins, ctx.at(g.path(name)))
+        if shape is None:  # the node reported why it has no shape (e.g. a member run that is missing)
+            continue
+        ctx.shapes[name] = shape
         for task in getattr(cfg, "task_outputs", None) or ():  # what `node.task` gives: (B, D) features
             ctx.shapes[f"{name}.{task}"] = Shape(FEATURES, shape.dims[1:])
 
