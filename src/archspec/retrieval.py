@@ -152,6 +152,17 @@ def tower_batches(pre, checked, data_file, inputs: list[str], *, batch_size: int
         loader.close()
 
 
+def _first_seen(ids: list, seen: set) -> list[int]:
+    """Positions of the ids not seen before (first occurrence wins); adds them to ``seen``."""
+    keep = []
+    for i, v in enumerate(ids):
+        key = json.dumps(v)
+        if key not in seen:
+            seen.add(key)
+            keep.append(i)
+    return keep
+
+
 def _typed(df):
     """Text cells as numbers where a whole column of the chunk parses (what reading the CSV with
     pandas gives): the cache keeps CSV cells as text, but ids like ``42`` should stay numbers."""
@@ -243,12 +254,7 @@ def embed_batches(tower: Tower, data_file, *, batch_size: int = 1024, id_column:
     for ids, x, df in tower_batches(tower.pre, tower.checked, data_file, tower.inputs, batch_size=batch_size,
                                     id_column=id_column, extra_columns=extra_columns):
         if dedup:
-            keep = []
-            for i, v in enumerate(ids):
-                key = json.dumps(v)
-                if key not in seen:
-                    seen.add(key)
-                    keep.append(i)
+            keep = _first_seen(ids, seen)
             if not keep:
                 continue
             if len(keep) < len(ids):
@@ -813,12 +819,7 @@ def catalogue_metrics(run_dir, data_file, catalogue, *, ks: list[int] | None = N
                                    id_column=id_column):
         import torch
 
-        keep = []
-        for i, v in enumerate(ids):
-            key = json.dumps(v)
-            if key not in seen:
-                seen.add(key)
-                keep.append(i)
+        keep = _first_seen(ids, seen)
         if not keep:
             continue
         idx = torch.tensor(keep)

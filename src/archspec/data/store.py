@@ -39,7 +39,7 @@ import pandas as pd
 
 from ..errors import DataError
 from .problems import Problem
-from .tables import _reject_duplicate_header, table_format
+from .tables import _reject_duplicate_header, source_format
 
 #: bump when the stored layout changes, so old cache files are ignored (and can be cleared)
 CACHE_VERSION = 1
@@ -160,13 +160,7 @@ def open_table(path) -> Table:
         (2, ['a', 'b'], ['y'])
     """
     path = Path(path)
-    fmt = table_format(path)
-    if fmt is None:
-        raise DataError(f"{path}: unknown data format '{''.join(path.suffixes) or '(no extension)'}' — "
-                        "use .csv, .tsv, .parquet or .jsonl/.ndjson (JSON Lines: one object per line)")
-    if not path.is_file():
-        raise DataError(f"{path}: data file not found — check the path (paths in a spec are relative to "
-                        "the spec file)")
+    fmt = source_format(path)
     digest = file_hash(path)
     folder = cache_dir() / "tables"
     arrow_path = folder / f"{digest}-{fmt}-v{CACHE_VERSION}.arrow"

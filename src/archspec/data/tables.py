@@ -28,6 +28,22 @@ def table_format(path) -> str | None:
     return FORMATS.get(suffixes[-1]) if suffixes else None
 
 
+def source_format(path: Path) -> str:
+    """The format of a data file that exists (``csv``, ``tsv``, ``parquet``, ``jsonl``).
+
+    Raises:
+        DataError: an unknown extension, or no such file.
+    """
+    fmt = table_format(path)
+    if fmt is None:
+        raise DataError(f"{path}: unknown data format '{''.join(path.suffixes) or '(no extension)'}' — "
+                        "use .csv, .tsv, .parquet or .jsonl/.ndjson (JSON Lines: one object per line)")
+    if not path.is_file():
+        raise DataError(f"{path}: data file not found — check the path (paths in a spec are relative to "
+                        "the spec file)")
+    return fmt
+
+
 def read_table(path) -> pd.DataFrame:
     """Read a data file into a DataFrame whose index is the 0-based row position in the file.
 
@@ -51,13 +67,7 @@ def read_table(path) -> pd.DataFrame:
         (2, 2)
     """
     path = Path(path)
-    fmt = table_format(path)
-    if fmt is None:
-        raise DataError(f"{path}: unknown data format '{''.join(path.suffixes) or '(no extension)'}' — "
-                        "use .csv, .tsv, .parquet or .jsonl/.ndjson (JSON Lines: one object per line)")
-    if not path.is_file():
-        raise DataError(f"{path}: data file not found — check the path (paths in a spec are relative to "
-                        "the spec file)")
+    fmt = source_format(path)
     try:
         if fmt in ("csv", "tsv"):
             sep = "," if fmt == "csv" else "\t"
