@@ -63,7 +63,8 @@ class LossWeighting:
         return total, per_head
 
     def combine(self, values: dict, train: bool) -> torch.Tensor:
-        raise NotImplementedError
+        """The weighted total of the unweighted losses ``values`` (fixed: Σ weight × loss)."""
+        return sum(w * values[n] for n, w in zip(self.names, self.prior))
 
     def step(self) -> None:
         """After each optimizer step."""

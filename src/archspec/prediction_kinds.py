@@ -30,6 +30,7 @@ torch-free serving runtime (:mod:`archspec.serving`) lays out its columns with t
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import ClassVar
 
 from .errors import BuildError
@@ -100,7 +101,7 @@ def home_of(graph, name: str) -> PredictionKind:
     return kind_home(prediction_kind(graph, name))
 
 
-class PredictionKind:
+class PredictionKind(ABC):
     """A classification kind by default: labels decided from probabilities."""
 
     name: ClassVar[str] = ""
@@ -124,9 +125,9 @@ class PredictionKind:
         return decide_labels(self.decides_as, probs, threshold)
 
     # --- what predict writes and shows -----------------------------------------------------
+    @abstractmethod
     def columns(self, name: str, out, probs, labels, label_names: list | None) -> dict:
         """``{column: array}`` that ``archspec predict`` writes for ``name``."""
-        raise NotImplementedError
 
     def shown(self, name: str, pred, text) -> str:
         """One row's prediction in ``predict --show`` (``pred``: that row of the predictions)."""

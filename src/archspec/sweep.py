@@ -30,6 +30,7 @@ from pydantic import Field, ValidationError, model_validator
 from .errors import (EXIT_CHECKPOINT, ERROR, WARNING, ArchspecError, Diagnostic, SpecError, did_you_mean,
                      format_path)
 from .spec.base import StrictModel
+from .tracking import Callback
 
 SWEEP_SCHEMA_ID = "https://archspec.dev/schema/v1/sweep.schema.json"
 Number = Annotated[float, Field(allow_inf_nan=False)]
@@ -516,7 +517,7 @@ def _recover_dead_local(study, optuna, log) -> None:
             _requeue(study, t)
 
 
-class _Pruning:
+class _Pruning(Callback):
     """The training loop's callback for one trial: report each epoch's value, stop when pruned."""
 
     def __init__(self, trial, metric: str, direction: str):
@@ -524,9 +525,6 @@ class _Pruning:
         self.pruned = False
         self.reason = "pruning"
         self.best = None
-
-    def step(self, step, loss, lr):
-        pass
 
     def epoch(self, record: dict) -> bool:
         v = record.get(self.key)
@@ -538,9 +536,6 @@ class _Pruning:
             self.reason = f"the sweep's pruner ({self.key} = {v:.4g} at epoch {record['epoch']})"
             return True
         return False
-
-    def end(self, run_dir, status):
-        pass
 
 
 def _metric_values(run_dir: Path, metric: str) -> list[float]:

@@ -12,6 +12,7 @@ A transform returns numpy arrays keyed by the model's input keys (the input's na
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,7 +54,7 @@ class Fitter:
         return {}, None, []
 
 
-class InputData:
+class InputData(ABC):
     """The data behaviour of one input type. Subclasses override what differs from a one-column input."""
 
     type: str = ""
@@ -84,9 +85,9 @@ class InputData:
         """A :class:`Fitter` for the training rows."""
         return Fitter()
 
+    @abstractmethod
     def transform(self, cfg, state: dict, extra, df: pd.DataFrame, ctx: Context) -> tuple[dict, list[Problem]]:
         """``({key: array (B, ...)}, problems)`` for a batch of rows; problem rows may hold anything."""
-        raise NotImplementedError
 
     def validate(self, cfg, state: dict) -> str | None:
         """What is wrong with a saved state (a corrupt or edited file), or ``None``."""

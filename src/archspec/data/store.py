@@ -25,6 +25,7 @@ Torch-free.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -219,10 +220,8 @@ def _convert(path: Path, fmt: str, out: Path) -> dict:
                         "and in the format its extension says") from None
     finally:
         if writer is not None and tmp.exists():
-            try:
+            with contextlib.suppress(pa.ArrowException, OSError):  # already closed, or the disk failed
                 writer.close()
-            except Exception:  # already closed
-                pass
             tmp.unlink(missing_ok=True)
     return {"source": str(path), "rows": rows, "columns": list(schema.names), "bad_rows": bad}
 
