@@ -90,7 +90,7 @@ class GBDTHeadConfig(Node):
     @model_validator(mode="before")
     @classmethod
     def _fill_loss(cls, data: Any):
-        if isinstance(data, dict) and data.get("task") in _DEFAULT_LOSS:
+        if isinstance(data, dict) and isinstance(data.get("task"), str) and data["task"] in _DEFAULT_LOSS:
             data = _default_loss(data, _DEFAULT_LOSS[data["task"]])
         return data
 
