@@ -285,3 +285,26 @@ def test_lists_written_by_pandas_to_csv_are_read(tmp_path):
     assert df["e"].tolist() == ["[0.5 1.5]", "[2.0, 3.0]"] and df["t"].tolist() == ["['a', 'b']", "[]"]
     inputs, targets = Preprocessor.fit(checked, df, tmp_path).transform(df, tmp_path)
     assert inputs["v"].tolist() == [[0.5, 1.5], [2.0, 3.0]] and targets["t"].tolist() == [[1, 1], [0, 0]]
+
+
+def test_whitespace_tokenizer_gives_one_id_per_token_fitted_on_train_only(tmp_path):
+    spec = NUMERIC.replace("max_length: 6, tokenizer: {type: wordpiece, min_frequency: 1}",
+                           "max_length: 4, tokenizer: {type: whitespace, vocab_size: 5}")
+    checked = write_spec(tmp_path, spec)
+    df = pd.DataFrame({"a": [1.0, 2, 3, 4], "b": [1.0] * 4, "color": ["r"] * 4, "y": [0, 1, 0, 1],
+                       "text": ["318 296", "318 50 296", "318 7", "999 999 999"]})
+    train, val = df.iloc[:3], df.iloc[3:]
+    pre = Preprocessor.fit(checked, train, tmp_path)
+    vocab = pre._extras["t"].tokenizer.get_vocab()
+    # [PAD], [UNK], then the most frequent training tokens (ties by text) up to vocab_size; 999 is unseen
+    assert vocab == {"[PAD]": 0, "[UNK]": 1, "318": 2, "296": 3, "50": 4}
+    assert pre.vocab_size("t") == 5 and pre.pad_token_id("t") == 0
+    rows = pd.concat([train, val, df.iloc[:1].assign(text=None), df.iloc[:1].assign(text="296 318 50 50 318")])
+    inputs, _ = pre.transform(rows, tmp_path)
+    ids, mask = inputs["t"].tolist(), inputs["t.mask"].tolist()
+    assert ids == [[2, 3, 0, 0], [2, 4, 3, 0], [2, 1, 0, 0], [1, 1, 1, 0], [0, 0, 0, 0], [3, 2, 4, 4]]
+    assert mask[4] == [0, 0, 0, 0] and mask[5] == [1, 1, 1, 1]  # empty: all padding; long: truncated
+    run = tmp_path / "run"
+    pre.save(run)
+    again = Preprocessor.load(run, checked)
+    assert torch.equal(again.transform(rows, tmp_path)[0]["t"], pre.transform(rows, tmp_path)[0]["t"])

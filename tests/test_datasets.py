@@ -35,7 +35,7 @@ EXPECTED_COLUMNS = {
                "text", "genres", "genres_all", "meter", "reception"},
     "movielens_pairs": {"user_id", "movie_id", "label", "user_ratings_log", "user_mean_rating", "user_drama",
                         "title", "year", "genres", "movie_ratings_log", "movie_mean_rating", "movie_drama"},
-    "movielens_likes": {"user_id", "user_ratings_log", "user_mean_rating", "movie_id", "title", "year",
+    "movielens_likes": {"user_id", "user_ratings_log", "user_mean_rating", "liked_before", "movie_id", "title", "year",
                         "movie_ratings_log", "movie_mean_rating",
                         "genres", "rating"},
     "digits_topics": {"image_path", "text", "digit", "topic", "label"},
@@ -212,3 +212,28 @@ def test_movielens_likes_catalogue_holds_every_movie_once(prepared):
     for part in ("train", "test"):
         assert set(read_table(out / f"{part}.csv")["movie_id"]) <= set(cat["movie_id"])
     assert {"title", "year", "genres", "movie_ratings_log", "movie_mean_rating"} <= set(cat.columns)
+
+
+@needs_demo
+def test_movielens_likes_history_holds_only_earlier_likes(prepared):
+    """`liked_before` is each row's user's likes strictly before the row's time: never the row's own
+    movie, never a later like; a test row (the user's latest like) sees every earlier training like."""
+    from archspec.datasets.movielens import HISTORY, LIKED, load_ratings
+
+    out = prepared[0] / "movielens_likes"
+    ratings = load_ratings()
+    liked = ratings[ratings["rating"] >= LIKED]
+    when = {(int(u), int(m)): t for u, m, t in zip(liked["user_id"], liked["movie_id"], liked["timestamp"])}
+    train, test = (read_table(out / f"{p}.csv") for p in ("train", "test"))
+    for df in (train.iloc[::50], test):
+        for u, m, h in zip(df["user_id"], df["movie_id"], df["liked_before"].fillna("")):
+            ids = [int(x) for x in str(h).split()]
+            assert m not in ids and len(ids) <= HISTORY
+            assert all(when[(int(u), i)] < when[(int(u), int(m))] for i in ids)
+            assert [when[(int(u), i)] for i in ids] == sorted(when[(int(u), i)] for i in ids)  # oldest first
+    seen = train.groupby("user_id")["movie_id"].apply(set)
+    for u, m, h in zip(test["user_id"], test["movie_id"], test["liked_before"].fillna("")):
+        ids = {int(x) for x in str(h).split()}
+        earlier = {i for i in seen.get(u, set()) if when[(int(u), i)] < when[(int(u), int(m))]}
+        # the most recent likes: when the history is not full, every earlier training like is in it
+        assert len(ids) == HISTORY or earlier <= ids

@@ -86,7 +86,7 @@ def _vocab_sizes(checked: Checked, preprocessor) -> dict:
                 continue
         if cfg.type == "categorical":
             vocab[name] = cfg.cardinality
-        elif cfg.type == "text" and cfg.tokenizer.type == "wordpiece":
+        elif cfg.type == "text" and cfg.tokenizer.type in ("wordpiece", "whitespace"):
             vocab[name] = cfg.tokenizer.vocab_size
     return vocab
 

@@ -177,7 +177,7 @@ def check_tokenizers(ctx: Context) -> None:
         from .spec.hf import known_config  # a pretrained model's vocab_size too (cached, or fetched by --online)
 
         vocab = (known_config(cfg.pretrained, cfg.config, ctx.base_dir) or {}).get("vocab_size")
-        if tok.type == "wordpiece" and isinstance(vocab, int) and tok.vocab_size > vocab:
+        if tok.type in ("wordpiece", "whitespace") and isinstance(vocab, int) and tok.vocab_size > vocab:
             ctx.report("E-VOCAB", g.path(cfg.input) + ("tokenizer", "vocab_size"), f"the tokenizer may emit ids "
                        f"up to {tok.vocab_size - 1}, but '{name}' embeds only {vocab}",
                        f"set the tokenizer's vocab_size ≤ {vocab}, or raise the model's vocab_size")

@@ -221,8 +221,8 @@ def _rows_of_tokens(checked, input_name: str, fitted: dict) -> tuple[int, bool, 
     tok = getattr(checked.graph.nodes.get(input_name), "tokenizer", None)
     if tok is None:
         raise _Deferred(f"the vocabulary of '{input_name}'")
-    if tok.type == "wordpiece":
-        return tok.vocab_size, True, (f"the WordPiece vocabulary of '{input_name}' is fitted on the training "
+    if tok.type in ("wordpiece", "whitespace"):
+        return tok.vocab_size, True, (f"the {'WordPiece' if tok.type == 'wordpiece' else 'word'} vocabulary of '{input_name}' is fitted on the training "
                                       f"data, at most {tok.vocab_size:,} tokens")
     name = tok.name
     if name.startswith((".", "/", "~")):

@@ -241,6 +241,67 @@ def wordpiece_vocabulary(word_counts, vocab_size: int, min_frequency: int, speci
     return vocab
 
 
+@register_builder("tokenizer", "whitespace")
+class WhitespaceText(WordPieceText):
+    """A word-level tokenizer (``tokenizers``' ``WordLevel``): one id per whitespace-separated token.
+
+    For texts that are lists of symbols, such as the ids of the items a user interacted with. The
+    vocabulary is ``[PAD]`` (id 0), ``[UNK]``, then the training tokens by falling count (ties by
+    text), so it is a pure function of the text. Padded and truncated (on the right) to
+    ``max_length``; nothing is added around the tokens.
+
+    Example:
+        >>> t = WhitespaceText.train(["318 296", "318 50", "318"], 100, False, 1, 3)
+        >>> t.encode(["318 7 296", ""])[0].tolist(), t.vocab_size
+        ([[2, 1, 3], [0, 0, 0]], 5)
+    """
+
+    kind = "whitespace"
+
+    @classmethod
+    def fit(cls, cfg, texts, max_length: int, base_dir, node: str) -> "WhitespaceText":
+        return cls.train(texts, cfg.vocab_size, cfg.lowercase, cfg.min_frequency, max_length)
+
+    @staticmethod
+    def streaming(cfg):
+        """``(update(texts), finish(max_length))``: token counts grow with the distinct tokens only."""
+        from collections import Counter
+
+        counts: Counter = Counter()
+
+        def update(texts):
+            for text in texts:
+                counts.update((text.lower() if cfg.lowercase else text).split())
+
+        return update, lambda max_length: WhitespaceText.from_token_counts(
+            counts, cfg.vocab_size, cfg.lowercase, cfg.min_frequency, max_length)
+
+    @classmethod
+    def train(cls, texts, vocab_size: int, lowercase: bool, min_frequency: int,
+              max_length: int) -> "WhitespaceText":
+        """Fit on ``texts`` (the training split only)."""
+        from collections import Counter
+
+        counts = Counter(t for text in texts for t in (text.lower() if lowercase else text).split())
+        return cls.from_token_counts(counts, vocab_size, lowercase, min_frequency, max_length)
+
+    @classmethod
+    def from_token_counts(cls, counts, vocab_size: int, lowercase: bool, min_frequency: int,
+                          max_length: int) -> "WhitespaceText":
+        """The tokenizer for the most frequent tokens of ``counts`` (a token → count mapping)."""
+        from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
+
+        specials = ["[PAD]", "[UNK]"]
+        kept = [t for t, c in sorted(counts.items(), key=lambda tc: (-tc[1], tc[0]))
+                if c >= min_frequency and t not in specials]
+        vocab = specials + kept[:max(0, vocab_size - len(specials))]
+        tok = Tokenizer(models.WordLevel({t: i for i, t in enumerate(vocab)}, unk_token="[UNK]"))
+        if lowercase:
+            tok.normalizer = normalizers.Lowercase()
+        tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+        return cls(tok, max_length)
+
+
 @register_builder("tokenizer", "pretrained")
 class PretrainedText:
     """A Hugging Face tokenizer (``AutoTokenizer``): a local directory, or a hub name (cached on first use)."""

