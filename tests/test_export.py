@@ -177,7 +177,7 @@ def test_contrastive_towers_read_only_their_inputs(tmp_path):
     model = compile_spec(ROOT / "specs" / "two_tower_contrastive.yaml")
     result = ex.export(model, tmp_path, ["torch_export"])
     sim = result.manifest["similarity"]["retrieval"]
-    assert [i["name"] for i in sim["query"]["inputs"]] == ["user_id", "user_features"]
+    assert [i["name"] for i in sim["query"]["inputs"]] == ["history", "history.mask", "user_features"]
     assert [i["name"] for i in sim["candidate"]["inputs"]] == ["movie_id", "movie_title", "movie_title.mask",
                                                                "movie_genres", "movie_genres.mask", "movie_features"]
     assert sim["temperature"] is None and "scale" not in sim  # the loss's learned temperature is not in the score
