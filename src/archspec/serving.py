@@ -368,7 +368,7 @@ class Retriever:
     Example (not run here: it needs an export and an index)::
 
         r = Retriever("exports/", "movie_index/")
-        r.retrieve([{"user_id": 7, "user_ratings_log": 3.2, ...}], k=10, exclude="seen")
+        r.retrieve([{"liked_before": "318 296", "user_ratings_log": 3.2, ...}], k=10, exclude="seen")
         # → [[{"id": 318, "score": 0.83}, ...]]  one list per row, best first
 
     Raises:
