@@ -612,8 +612,9 @@ def _refuse_outside_heads(model, formats: list[str]) -> None:
                               + ("trees become an ONNX tree ensemble next to the neural graph"
                                  if kind == "gbdt" else "member run is exported next to the fused graph")
                               + ", served torch-free by archspec.serving")
-    if _heads_of_type(model, "gbdt") and not any(model.node_module(h).boosters for h in _heads_of_type(model, "gbdt")):
-        head = _heads_of_type(model, "gbdt")[0]
+    unfitted = [h for h in _heads_of_type(model, "gbdt") if not model.node_module(h).boosters]
+    if unfitted:
+        head = unfitted[0]
         raise ExportError(f"heads.{head} (gbdt) has no fitted trees: a spec's export holds none — train it and "
                           "export the run (archspec build RUN --export onnx)")
 
