@@ -100,6 +100,9 @@ def test_late_fusions_of_trees_and_a_neural_head_export_and_serve(tmp_path):
     assert {o["name"] for o in manifest["outputs"]} == {"nn", "trees", "y", "y_vote", "y_learned"}
     # `cat` and `vec` are read by the trees only: the neural graph does not take them
     assert {i["name"] for i in manifest["inputs"]} == {"num", "trees.gbdt"}
+    from archspec.server import ExportPredictor
+
+    assert [i["name"] for i in ExportPredictor(tmp_path / "export").metadata()["inputs"]] == ["num", "cat", "vec"]
 
 
 def test_members_from_runs_export_with_their_own_preprocessing(tmp_path):
@@ -120,6 +123,12 @@ def test_members_from_runs_export_with_their_own_preprocessing(tmp_path):
     sub = json.loads((out / tab["manifest"]).read_text())
     assert list(sub["gbdt"]) == ["genre"]  # a member run with trees brings its trees' file along
     assert {i["name"] for i in manifest["inputs"]} == {"text.member", "tab.member"}
+    # `archspec serve EXPORT_DIR` describes the raw columns the members read
+    from archspec.server import ExportPredictor
+
+    meta = ExportPredictor(out).metadata()
+    assert {(i["name"], tuple(i["columns"])) for i in meta["inputs"]} == {("num", ("a", "b")), ("cat", ("c",))}
+    assert ExportPredictor(out).predict([{"a": 0.1, "b": -0.2, "c": "x"}])[0]["y"] in ("hi", "mid", "lo")
 
 
 def test_what_cannot_be_exported_says_why(tmp_path):

@@ -360,6 +360,22 @@ class Predictor:
             given[e["feeds"]] = self._members[head].outputs(rows, data_dir)[e["output"]].astype(np.float32)
         return given
 
+    def raw_inputs(self) -> list[dict]:
+        """The manifest specs of every input read from raw columns: the main graph's, each gbdt head's
+        and each member export's (by name, first one kept), for a server to describe and check rows."""
+        m, out, seen = self.manifest, [], set()
+        specs = [s for s in m["inputs"] if (s.get("transform") or {}).get("runtime") not in ("gbdt", "member")]
+        specs += [s for e in (m.get("gbdt") or {}).values() for s in e["inputs"]]
+        for head, e in (m.get("members") or {}).items():
+            if head not in self._members:
+                self._members[head] = Predictor(self.root / e["dir"])
+            specs += self._members[head].raw_inputs()
+        for spec in specs:
+            if spec["name"] not in seen:
+                seen.add(spec["name"])
+                out.append(spec)
+        return out
+
     def outputs(self, rows, data_dir=None) -> dict[str, np.ndarray]:
         """Every output of the model by name (logits, probabilities, scores, tower embeddings)."""
         m = self.manifest
