@@ -748,7 +748,9 @@ def _export_members(model, out_dir: Path, verify: bool) -> tuple[dict, list[Path
         run = cfg.run_dir(checked.base_dir if checked is not None else Path.cwd())
         member, mpre, _ = load_run(run)
         sub = out_dir / MEMBERS_DIR / head
-        result = export(member, sub, ["onnx"], verify=verify, preprocessor=mpre)
+        from .retrieval import run_fingerprint
+
+        result = export(member, sub, ["onnx"], verify=verify, preprocessor=mpre, run=run_fingerprint(run))
         entries[head] = {"run": str(run), "head": cfg.head, "dir": os.path.relpath(sub, out_dir),
                          "manifest": os.path.relpath(result.manifest_path, out_dir),
                          "output": cfg.head, "feeds": head + ".member"}
@@ -757,7 +759,7 @@ def _export_members(model, out_dir: Path, verify: bool) -> tuple[dict, list[Path
 
 
 def export(model, out_dir, formats, *, name: str | None = None, verify: bool = True,
-           preprocessor=None) -> ExportResult:
+           preprocessor=None, run: dict | None = None) -> ExportResult:
     """Export ``model`` (and each similarity head's towers) in every format, plus a manifest.
 
     With the ``preprocessor`` of a trained run the export is self-contained: the fitted
@@ -772,6 +774,9 @@ def export(model, out_dir, formats, *, name: str | None = None, verify: bool = T
         formats: any of ``torchscript``, ``onnx``, ``torch_export``.
         name: file name stem (defaults to the spec's name).
         verify: load each file back and compare it with the eager model on another batch size.
+        run: the trained run's fingerprint (spec hash and weights,
+            :func:`archspec.retrieval.run_fingerprint`), recorded so that an index built from the
+            same run can be matched with the export.
 
     Returns:
         an :class:`ExportResult`.
@@ -838,6 +843,8 @@ def export(model, out_dir, formats, *, name: str | None = None, verify: bool = T
         if _heads_of_type(source, "run"):
             manifest["members"], more = _export_members(source, out_dir, verify)
             written += more
+        if run is not None:
+            manifest["run"] = run
         manifest["preprocessing"] = None
         if preprocessor is not None:
             preprocessor.save(out_dir / PREPROCESS_DIR)
