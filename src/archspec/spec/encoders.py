@@ -173,7 +173,7 @@ class TransformerEncoderConfig(EncoderNode):
     Over a `text` input it reads token ids and the attention mask. Over an `audio` input it runs an audio
     model (`wav2vec2`, `hubert`, `wavlm`, `data2vec-audio`, `audio-spectrogram-transformer`) on the
     waveform, after the model's own feature extractor (its `preprocessor_config.json`, or the transformers
-    default for a config-only model), and pools over the time frames (see docs/spec.md, "Audio")."""
+    default for a config-only model), and pools over the time frames (see docs/spec.md, "Audio encoders")."""
 
     type: Literal["transformer"]
     pretrained: Annotated[str, Field(min_length=1, max_length=4096)] | None = None
