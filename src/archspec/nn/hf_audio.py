@@ -69,25 +69,43 @@ class WaveformExtractor(nn.Module):
 
 class FbankExtractor(nn.Module):
     """``ASTFeatureExtractor``: Kaldi filter banks (hanning window, 25 ms every 10 ms), padded or cropped
-    to ``max_length`` frames, normalised with the dataset ``mean`` and ``std`` (``(x - mean) / (2 std)``)."""
+    to ``max_length`` frames, normalised with the dataset ``mean`` and ``std`` (``(x - mean) / (2 std)``).
+
+    ``torchaudio.compliance.kaldi.fbank`` (what the transformers extractor calls) takes one clip at a
+    time; this is the same computation for a batch, in plain tensor operations (so it exports), with
+    its mel filter bank from torchaudio as a buffer. A test checks it against the transformers extractor.
+    """
 
     def __init__(self, sample_rate: int, num_mel_bins: int, max_length: int, do_normalize: bool,
                  mean: float, std: float):
         super().__init__()
-        self.sample_rate, self.num_mel_bins, self.max_length = sample_rate, num_mel_bins, max_length
-        self.do_normalize, self.mean, self.std = do_normalize, float(mean), float(std)
-
-    def forward(self, wave: torch.Tensor):  # (B, S) -> (B, max_length, num_mel_bins), None
         from torchaudio.compliance import kaldi
 
-        banks = []
-        for clip in wave.float():
-            f = kaldi.fbank(clip.unsqueeze(0), sample_frequency=self.sample_rate, window_type="hanning",
-                            num_mel_bins=self.num_mel_bins)  # (frames, num_mel_bins)
-            if f.shape[0] < self.max_length:
-                f = torch.nn.functional.pad(f, (0, 0, 0, self.max_length - f.shape[0]))
-            banks.append(f[: self.max_length])
-        x = torch.stack(banks)
+        self.window_size, self.shift = int(sample_rate * 0.025), int(sample_rate * 0.010)
+        self.padded = 1 << (self.window_size - 1).bit_length()  # round_to_power_of_two
+        self.max_length, self.num_mel_bins = max_length, num_mel_bins
+        self.do_normalize, self.mean, self.std = do_normalize, float(mean), float(std)
+        with torch.device("cpu"):
+            banks, _ = kaldi.get_mel_banks(num_mel_bins, self.padded, float(sample_rate), 20.0, 0.0,
+                                           100.0, -500.0, 1.0)  # (num_mel_bins, padded // 2)
+            banks = torch.nn.functional.pad(banks, (0, 1))  # the Nyquist bin gets no weight
+            window = torch.hann_window(self.window_size, periodic=False, dtype=torch.float64).float()
+        self.register_buffer("banks", banks.float().t().contiguous(), persistent=False)  # (bins, mels)
+        self.register_buffer("window", window, persistent=False)
+
+    def forward(self, wave: torch.Tensor):  # (B, S) -> (B, max_length, num_mel_bins), None
+        frames = wave.float().unfold(1, self.window_size, self.shift)  # (B, F, W), snip_edges
+        frames = frames - frames.mean(-1, keepdim=True)  # remove_dc_offset
+        previous = torch.cat([frames[..., :1], frames[..., :-1]], dim=-1)
+        frames = (frames - 0.97 * previous) * self.window  # pre-emphasis, then the window
+        frames = torch.nn.functional.pad(frames, (0, self.padded - self.window_size))
+        power = torch.fft.rfft(frames).abs().pow(2)  # (B, F, padded // 2 + 1)
+        mel = torch.matmul(power, self.banks)  # (B, F, num_mel_bins)
+        x = torch.log(torch.clamp_min(mel, torch.finfo(torch.float32).eps))
+        n = x.shape[1]
+        if n < self.max_length:
+            x = torch.nn.functional.pad(x, (0, 0, 0, self.max_length - n))
+        x = x[:, : self.max_length]
         if self.do_normalize:
             x = (x - self.mean) / (self.std * 2)
         return x, None
