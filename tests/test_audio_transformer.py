@@ -170,6 +170,8 @@ def test_sample_rate_mismatch_is_a_located_error(tmp_path):
     (_inline({"model_type": "bert", "hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2,
               "intermediate_size": 32}), "E-MODALITY"),  # a text model on audio
     (_inline({**W2V, "conv_kernel": [3000, 400]}), "E-SHAPE"),  # fewer samples than the convolutions need
+    (_inline({**W2V, "conv_dim": [8, -1]}), "E-HF-CONFIG"),  # a list of sizes, checked element-wise
+    (_inline({**W2V, "conv_kernel": [10, 3], "conv_stride": [5, 200]}), "E-SHAPE"),  # 2 frames < SpecAugment's 10
 ])
 def test_audio_encoder_mistakes_are_located(encoder, code):
     checked = check_text(_spec(encoder), "a.yaml")
