@@ -18,11 +18,22 @@ The eager path is the code before issue 8 (every image decoded into memory befor
 taken from git (``--eager-ref``, default the commit before the streaming path) and run the same way;
 it is skipped above ``--eager-max-rows`` rows because it needs ~0.6 MB per image.
 
-Usage:
-    python bench/data_scale.py --quick            # N = 200, 800: a minute, checks the script
-    python bench/data_scale.py                    # N = 2k, 8k, 32k (needs an idle machine, ~1 h)
+Two configurations (``--config``):
 
-Writes ``bench/results/data_scale.json`` and ``bench/results/data_scale.md`` (``--out`` to change).
+* ``mixed`` (default): the data above with the CNN at 224×224; the training step costs ~4× the
+  decoding, so it measures memory and time to the first step rather than decoding speed;
+* ``decode``: photo-like 1024×768 JPEGs (smooth colour fields plus sensor-like noise, ~300 KB each,
+  quality 90; a small photo by camera standards) resized to 64×64 for a small CNN, the same text and numeric columns: decoding
+  dominates the step, as with real photos fed to a small or frozen model. This is where worker
+  processes must pay off (goal: rows/s with 2 workers ≥ 1.5× rows/s with 0 workers).
+
+Usage:
+    python bench/data_scale.py --quick                      # N = 200, 800: a minute, checks the script
+    python bench/data_scale.py                              # N = 2k, 8k, 32k (idle machine, ~10 min)
+    python bench/data_scale.py --config decode --eager-ref ''   # N = 2k, workers vs decoding (~6 min)
+
+Writes ``bench/results/data_scale.json`` and ``.md`` (``data_scale_decode.*`` for ``--config
+decode``; ``--out`` to change).
 """
 
 from __future__ import annotations
@@ -69,6 +80,9 @@ training:
 WORKERS
 """
 
+# decode-dominated: big JPEGs, small model input
+SPEC_DECODE = SPEC.replace("column: image, size: [224, 224]", "column: photo, size: [64, 64]")
+
 PROBE = r"""
 import sys, time
 T0 = time.perf_counter()
@@ -93,8 +107,9 @@ WORDS = ("red green blue small large round square bright dark soft hard light he
          "river stone cloud music video phone fast slow old new").split()
 
 
-def make_data(folder: Path, n: int) -> None:
-    """``n`` images under ``folder/img`` (reused across sizes) and ``folder/dN.csv``."""
+def make_data(folder: Path, n: int, photos: bool = False) -> None:
+    """``n`` images under ``folder/img`` (reused across sizes; with ``photos`` also ``n`` 1024×768 JPEGs
+    under ``folder/photo``) and ``folder/dN.csv``."""
     import numpy as np
     import pandas as pd
     from PIL import Image
@@ -114,10 +129,22 @@ def make_data(folder: Path, n: int) -> None:
             h, w = r.integers(8, 64, 2)
             a[y0:y0 + h, x0:x0 + w] = r.integers(0, 255, 3)
         Image.fromarray(a).save(folder / "img" / f"{i}.png", optimize=False, compress_level=1)
+    if photos:
+        (folder / "photo").mkdir(exist_ok=True)
+        have = len(list((folder / "photo").glob("*.jpg")))
+        yy, xx = np.mgrid[0:768, 0:1024].astype(np.float32)
+        for i in range(have, n):
+            k = r.uniform(0.05, 0.5, 5)
+            a = np.stack([(xx * k[0] + yy * k[1]) % 255, (yy * k[2]) % 255, ((xx + yy) * k[3]) % 255], -1)
+            a = (a + r.normal(0, 12, a.shape)).clip(0, 255).astype(np.uint8)
+            Image.fromarray(a).save(folder / "photo" / f"{i}.jpg", quality=90)
     rng = np.random.default_rng(1)
     text = [" ".join(rng.choice(WORDS, rng.integers(3, 12))) for _ in range(n)]
-    pd.DataFrame({"image": [f"img/{i}.png" for i in range(n)], "text": text, "a": rng.normal(size=n),
-                  "y": rng.integers(0, 4, n)}).to_csv(folder / f"d{n}.csv", index=False)
+    table = pd.DataFrame({"image": [f"img/{i}.png" for i in range(n)], "text": text, "a": rng.normal(size=n),
+                          "y": rng.integers(0, 4, n)})
+    if photos:
+        table.insert(1, "photo", [f"photo/{i}.jpg" for i in range(n)])
+    table.to_csv(folder / f"d{n}.csv", index=False)
 
 
 def eager_source(ref: str, dest: Path) -> Path:
@@ -157,6 +184,8 @@ def summarise(r: dict, warmup: int, batch: int, workers: int) -> dict:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--config", choices=["mixed", "decode"], default="mixed",
+                   help="mixed: 224×224 PNGs and a CNN at 224×224; decode: 1024×768 JPEGs to 64×64 (decoding dominates)")
     p.add_argument("--quick", action="store_true", help="small sizes (N = 200, 800), few steps")
     p.add_argument("--sizes", type=int, nargs="+", help="row counts (default 2000 8000 32000)")
     p.add_argument("--workers", type=int, nargs="+", default=[0, 2])
@@ -165,16 +194,18 @@ def main(argv=None) -> int:
     p.add_argument("--eager-ref", default=EAGER_REF, help="git commit of the eager path ('' to skip it)")
     p.add_argument("--eager-max-rows", type=int, default=8000, help="largest N the eager path is run on")
     p.add_argument("--data-dir", type=Path, help="where to generate the data (default: a temp dir)")
-    p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "data_scale")
+    p.add_argument("--out", type=Path, help="results path without suffix (default bench/results/data_scale[_decode])")
     args = p.parse_args(argv)
-    sizes = args.sizes or ([200, 800] if args.quick else [2000, 8000, 32000])
+    args.out = args.out or ROOT / "bench" / "results" / ("data_scale" if args.config == "mixed" else "data_scale_decode")
+    template = SPEC if args.config == "mixed" else SPEC_DECODE
+    sizes = args.sizes or ([200, 800] if args.quick else [2000, 8000, 32000] if args.config == "mixed" else [2000])
     steps = args.steps or (8 if args.quick else 40)
     warmup = args.warmup if args.warmup is not None else (2 if args.quick else 10)
     work = Path(tempfile.mkdtemp(prefix="archspec-data-scale-"))
     data_dir = args.data_dir or work / "data"
     print(f"generating {max(sizes)} images in {data_dir} …", flush=True)
     for n in sorted(sizes):
-        make_data(data_dir, n)
+        make_data(data_dir, n, photos=args.config == "decode")
     paths = {"streaming": ROOT / "src"}
     if args.eager_ref:
         paths["eager"] = eager_source(args.eager_ref, work / "eager")
@@ -186,13 +217,13 @@ def main(argv=None) -> int:
                     rows.append({"path": path, "rows": n, "workers": w, "skipped": f"N > --eager-max-rows"})
                     continue
                 spec = work / f"spec_{path}_{w}.yaml"
-                spec.write_text(SPEC.replace("WORKERS", f"  num_workers: {w}"))
+                spec.write_text(template.replace("WORKERS", f"  num_workers: {w}"))
                 print(f"{path:9} N={n:6} workers={w} …", end=" ", flush=True)
                 r = summarise(measure(src, spec, data_dir / f"d{n}.csv", steps, work), warmup, 32, w)
                 print(r, flush=True)
                 rows.append({"path": path, "rows": n, "workers": w, **r})
     result = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": platform.platform(),
-              "cpus": os.cpu_count(), "python": platform.python_version(), "quick": args.quick,
+              "cpus": os.cpu_count(), "python": platform.python_version(), "quick": args.quick, "config": args.config,
               "steps": steps, "warmup": warmup, "eager_ref": args.eager_ref, "results": rows}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
@@ -203,7 +234,7 @@ def main(argv=None) -> int:
 
 
 def table(result: dict) -> str:
-    lines = [f"data_scale ({'quick' if result['quick'] else 'full'}, {result['date']}, {result['cpus']} CPUs, "
+    lines = [f"data_scale ({result.get('config', 'mixed')}, {'quick' if result['quick'] else 'full'}, {result['date']}, {result['cpus']} CPUs, "
              f"{result['steps']} steps, rows/s after {result['warmup']})", "",
              "| path | rows | workers | peak RSS (MB) | worker peak (MB) | first step (s) | rows/s |",
              "|---|---:|---:|---:|---:|---:|---:|"]

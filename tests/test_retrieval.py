@@ -322,3 +322,113 @@ def test_catalogue_metrics_can_exclude_what_each_user_saw_in_training(trained):
     assert metrics["match/catalogue_unseen_mrr"] >= plain["match/catalogue_mrr"]  # fewer items can outrank the positive
     with pytest.raises(rt.RetrievalError, match="--query-id-column"):
         rt.catalogue_metrics(run, run.parent / "queries.csv", run.parent / "catalogue.csv", exclude_seen=True)
+
+
+# ------------------------------------------------------------------ serving: torch-free and HTTP
+
+BLOCK_TORCH = """
+import importlib.abc, sys
+class _NoTorch(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name == "torch" or name.startswith("torch."):
+            raise ImportError("torch is blocked in this test")
+sys.meta_path.insert(0, _NoTorch())
+"""
+
+
+@pytest.fixture(scope="module")
+def exported(trained, tmp_path_factory):
+    """``(export dir, index dir)`` of the trained run: ONNX with its preprocessing, an exact index."""
+    pytest.importorskip("onnxruntime")
+    run, _, _ = trained
+    tmp = tmp_path_factory.mktemp("tt_export")
+    assert main(["build", str(run), "--export", "onnx", "--out", str(tmp / "export"), "--format", "json"]) == 0
+    rt.build_index(run, run.parent / "catalogue.csv", tmp / "ix")
+    return tmp / "export", tmp / "ix"
+
+
+def test_torch_free_retriever_equals_archspec_retrieve(trained, exported, tmp_path):
+    import subprocess
+    import textwrap
+
+    from conftest import ROOT
+
+    run, _, queries = trained
+    export_dir, ix = exported
+    manifest = json.loads(next(export_dir.glob("*.export.json")).read_text())
+    assert manifest["run"] == rt.run_fingerprint(run)  # what lets serving match an index with the export
+    want = rt.retrieve(run, ix, run.parent / "queries.csv", tmp_path / "hits.csv", k=5, exclude="seen")
+    code = BLOCK_TORCH + textwrap.dedent(f"""
+        import json, sys
+        import pandas as pd
+        from archspec.serving import Retriever
+        r = Retriever({str(export_dir)!r}, {str(ix)!r})
+        rows = pd.read_csv({str(run.parent / "queries.csv")!r}).to_dict(orient="records")
+        hits = r.retrieve(rows, k=5, exclude="seen")
+        assert "torch" not in sys.modules
+        json.dump(hits, open({str(tmp_path / "served.json")!r}, "w"))
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          env={**__import__("os").environ, "PYTHONPATH": str(ROOT / "src")})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = json.loads((tmp_path / "served.json").read_text())
+    assert len(got) == len(queries)
+    for qi, hits in enumerate(got):
+        w = want[want["query"] == qi].sort_values("rank")
+        assert [h["id"] for h in hits] == w["id"].tolist(), qi
+        np.testing.assert_allclose([h["score"] for h in hits], w["score"].to_numpy(), atol=1e-5)
+        seen = {int(s) for s in queries["seen"][qi].split("|")}
+        assert not seen & {h["id"] for h in hits}
+
+
+def test_serving_refuses_an_index_of_another_run(exported, tmp_path):
+    import shutil
+
+    from archspec.serving import Retriever, ServingError
+
+    export_dir, ix = exported
+    shutil.copytree(ix, tmp_path / "ix")
+    m = json.loads((tmp_path / "ix" / "index.json").read_text())
+    (tmp_path / "ix" / "index.json").write_text(json.dumps({**m, "weights": "other.safetensors"}))
+    with pytest.raises(ServingError, match="built from another model than the export"):
+        Retriever(export_dir, tmp_path / "ix")
+    with pytest.raises(ServingError, match="is not an index directory"):
+        Retriever(export_dir, tmp_path / "nowhere")
+    r = Retriever(export_dir, ix)
+    with pytest.raises(ServingError, match="k must be at least 1"):
+        r.retrieve([{"u1": 0.0, "u2": 0.0, "u3": 0.0}], k=0)
+    with pytest.raises(ServingError, match="missing column 'seen'"):
+        r.retrieve([{"u1": 0.0, "u2": 0.0, "u3": 0.0}], exclude="seen")
+
+
+@pytest.mark.parametrize("source", ["run", "export"])
+def test_http_retrieve_equals_archspec_retrieve(trained, exported, source, tmp_path):
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from archspec.server import load_predictor, load_retriever, make_app
+
+    run, _, queries = trained
+    export_dir, ix = exported
+    predictor = load_predictor(run if source == "run" else export_dir)
+    want = rt.retrieve(run, ix, run.parent / "queries.csv", tmp_path / "hits.csv", k=3, exclude="seen")
+    rows = [{**r, "seen": r["seen"]} for r in queries.to_dict(orient="records")]
+    with TestClient(make_app(predictor, retriever=load_retriever(predictor, ix))) as client:
+        res = client.post("/retrieve", json={"rows": rows, "k": 3, "exclude": "seen"})
+        assert res.status_code == 200, res.text
+        got = res.json()["results"]
+        for qi, hits in enumerate(got):
+            w = want[want["query"] == qi].sort_values("rank")
+            assert [h["id"] for h in hits] == w["id"].tolist(), qi
+            np.testing.assert_allclose([h["score"] for h in hits], w["score"].to_numpy(), atol=1e-5)
+        # only the query tower's columns are needed; a missing one is a 422 naming the field
+        res = client.post("/retrieve", json={"rows": [{"u1": 0.1, "u2": 0.2}]})
+        assert res.status_code == 422 and res.json()["field"] == "rows[0].u3", res.text
+        res = client.post("/retrieve", json={"rows": [{"u1": 0.1, "u2": 0.2, "u3": 0.3}], "k": 0})
+        assert res.status_code == 422 and res.json()["field"] == "k", res.text
+        res = client.post("/retrieve", json={"rows": [{"u1": 0.1, "u2": 0.2, "u3": 0.3}], "exclude": "seen"})
+        assert res.status_code == 422 and res.json()["field"] == "rows[0].seen", res.text
+        assert client.get("/metadata").json()["index"]["count"] == N_ITEMS
+    with TestClient(make_app(predictor)) as client:  # no index: a 404 that says how to start the server
+        res = client.post("/retrieve", json={"rows": rows[:1]})
+        assert res.status_code == 404 and "--index DIR" in res.json()["error"]

@@ -262,8 +262,13 @@ def run_build(args) -> int:
         from .export import export
         from .output_paths import writing
 
+        run = None
+        if trained is not None:
+            from .retrieval import run_fingerprint
+
+            run = run_fingerprint(args.file)
         with writing(Path(args.out) / "."):
-            result = export(model, args.out, args.export, preprocessor=pre)
+            result = export(model, args.out, args.export, preprocessor=pre, run=run)
         summary["exports"] = {"manifest": str(result.manifest_path), "files": [str(p) for p in result.files]}
         if args.format == "text" or not show:
             for p in result.files + [result.manifest_path]:

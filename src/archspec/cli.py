@@ -115,6 +115,8 @@ def _parser() -> argparse.ArgumentParser:
                     help="most rows run in one forward pass when requests are batched (default 64)")
     sv.add_argument("--max-wait-ms", type=float, default=5.0, metavar="MS",
                     help="longest a request waits for others to join its batch (default 5)")
+    sv.add_argument("--index", metavar="DIR", help="a catalogue index of the same run (`archspec index`): "
+                    "adds POST /retrieve (top-k items for query rows)")
 
     e = sub.add_parser("evaluate", help="metrics of a trained run on a labelled data file")
     e.add_argument("run", metavar="RUN")
@@ -292,7 +294,8 @@ def cmd_sweep(args) -> int:
 def cmd_serve(args) -> int:
     from .server import serve
 
-    serve(args.run, host=args.host, port=args.port, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms)
+    serve(args.run, host=args.host, port=args.port, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
+          index=args.index)
     return EXIT_OK
 
 

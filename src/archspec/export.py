@@ -582,7 +582,7 @@ def _refuse_gbdt(model, formats: list[str]) -> None:
 
 
 def export(model, out_dir, formats, *, name: str | None = None, verify: bool = True,
-           preprocessor=None) -> ExportResult:
+           preprocessor=None, run: dict | None = None) -> ExportResult:
     """Export ``model`` (and each similarity head's towers) in every format, plus a manifest.
 
     With the ``preprocessor`` of a trained run the export is self-contained: the fitted
@@ -597,6 +597,9 @@ def export(model, out_dir, formats, *, name: str | None = None, verify: bool = T
         formats: any of ``torchscript``, ``onnx``, ``torch_export``.
         name: file name stem (defaults to the spec's name).
         verify: load each file back and compare it with the eager model on another batch size.
+        run: the trained run's fingerprint (spec hash and weights,
+            :func:`archspec.retrieval.run_fingerprint`), recorded so that an index built from the
+            same run can be matched with the export.
 
     Returns:
         an :class:`ExportResult`.
@@ -655,6 +658,8 @@ def export(model, out_dir, formats, *, name: str | None = None, verify: bool = T
                 if fmt == "onnx" and Path(str(path) + ".data").exists():
                     written.append(Path(str(path) + ".data"))
         manifest = _manifest(model, name, targets, formats, out_dir)
+        if run is not None:
+            manifest["run"] = run
         manifest["preprocessing"] = None
         if preprocessor is not None:
             preprocessor.save(out_dir / PREPROCESS_DIR)

@@ -213,14 +213,19 @@ def load_tower(run_dir, side: str, head: str | None = None) -> Tower:
 
     if side not in SIDES:
         raise RetrievalError(f"unknown tower '{side}' — use query or candidate")
-    model, pre, checked = load_run(run_dir)
+    return tower_of(load_run(run_dir), side, head, str(run_dir))
+
+
+def tower_of(loaded, side: str, head: str | None = None, where: str = "the run") -> Tower:
+    """:func:`load_tower` for an already loaded run ``(model, preprocessor, checked)``."""
+    model, pre, checked = loaded
     heads = list(model.similarity)
     if not heads:
-        raise RetrievalError(f"{run_dir}: the spec has no similarity head, so there are no towers to embed "
+        raise RetrievalError(f"{where}: the spec has no similarity head, so there are no towers to embed "
                              "with — retrieval needs a two-tower model (`type: similarity`)")
     if head is None:
         if len(heads) > 1:
-            raise RetrievalError(f"{run_dir}: several similarity heads ({', '.join(heads)}) — choose one with --head")
+            raise RetrievalError(f"{where}: several similarity heads ({', '.join(heads)}) — choose one with --head")
         head = heads[0]
     elif head not in model.similarity:
         raise RetrievalError(f"no similarity head '{head}' — known: {', '.join(heads)}")
@@ -265,6 +270,27 @@ def embed_batches(tower: Tower, data_file, *, batch_size: int = 1024, id_column:
         with torch.no_grad():
             emb = tower.model.encode({k: x[k] for k in tower.keys}, tower.node)
         yield ids, emb.float().numpy(), df
+
+
+def embed_frame(tower: Tower, df, data_dir, file: str = "<rows>") -> np.ndarray:
+    """``(n, D)`` float32 embeddings of a tower for the rows of a DataFrame (e.g. an HTTP request).
+
+    Only the tower's input columns are needed and checked; a bad value raises the same located
+    :class:`~archspec.errors.DataError` as in a file (``file`` names the source).
+    """
+    import copy
+
+    import torch
+
+    from .data import preflight
+
+    view = copy.copy(tower.pre)
+    view.checked = _restricted(tower.checked, set(tower.inputs))
+    preflight(view.checked, df, file, "predict", data_dir=Path(data_dir), targets=False)
+    x, _ = view.transform(df, Path(data_dir), targets=False)
+    with torch.no_grad():
+        emb = tower.model.encode({k: x[k] for k in tower.keys}, tower.node)
+    return emb.float().numpy()
 
 
 # ------------------------------------------------------------------------------------------- files
@@ -639,12 +665,11 @@ def to_similarity(raw: np.ndarray, manifest: dict) -> np.ndarray:
 
 
 def _seen(value) -> set:
-    """Items a query row has already seen: a list, or a string of ids separated by ``|`` or ``,``."""
-    from .data.convert import is_missing
-
+    """Items a query row has already seen: a list, or a string of ids separated by ``|`` or ``,``
+    (pandas-free: the torch-free serving runtime uses it too)."""
     if isinstance(value, (list, tuple, np.ndarray)):
         return {json.dumps(_plain(v)) for v in value}
-    if is_missing(value):
+    if value is None or (isinstance(value, float) and math.isnan(value)):
         return set()
     if isinstance(value, str):
         parts = [p.strip() for p in value.replace(",", "|").split("|") if p.strip()]
@@ -656,7 +681,40 @@ def _seen(value) -> set:
             except ValueError:
                 pass
         return out
+    try:
+        if value != value:  # NaN-like scalars (numpy, pandas NA)
+            return set()
+    except (TypeError, ValueError):
+        pass
     return {json.dumps(_plain(value))}
+
+
+def top_k(loaded: LoadedIndex, emb: np.ndarray, k: int, seen: list | None = None) -> list[list[tuple]]:
+    """The ``k`` best ``(id, similarity)`` per query embedding, best first, leaving out each row's
+    ``seen`` ids (sets from :func:`_seen`). The similarity is the model's raw score (cosine, dot
+    product, or negative euclidean distance). Used by :func:`retrieve` and :mod:`archspec.serving`.
+    """
+    m = loaded.manifest
+    seen = seen if seen is not None else [set()] * len(emb)
+    if not len(emb):
+        return []
+    fetch = min(loaded.index.ntotal, k + max((len(s) for s in seen), default=0))
+    dist, idx = loaded.index.search(_prepare(emb, m["normalize"] == "l2"), fetch)
+    sims = to_similarity(dist, m)
+    out = []
+    for qi in range(len(emb)):
+        hits = []
+        for j, s in zip(idx[qi], sims[qi]):
+            if j < 0:
+                continue
+            item = loaded.ids[j]
+            if seen[qi] and json.dumps(item) in seen[qi]:
+                continue
+            hits.append((item, float(s)))
+            if len(hits) == k:
+                break
+        out.append(hits)
+    return out
 
 
 def retrieve(run_dir, index_dir, data_file, out, *, k: int = 10, exclude: str | None = None,
@@ -679,27 +737,13 @@ def retrieve(run_dir, index_dir, data_file, out, *, k: int = 10, exclude: str | 
     loaded = load_index(index_dir, run_dir, threads=threads, params=params)
     m = loaded.manifest
     tower = load_tower(run_dir, "query", m["head"])
-    normalize = m["normalize"] == "l2"
     rows = []
     extra = [exclude] if exclude else []
     for qids, emb, df in embed_batches(tower, data_file, batch_size=batch_size, id_column=id_column,
                                        extra_columns=extra):
-        seen = [_seen(v) for v in df[exclude]] if exclude else [set()] * len(qids)
-        fetch = min(loaded.index.ntotal, k + max((len(s) for s in seen), default=0))
-        dist, idx = loaded.index.search(_prepare(emb, normalize), fetch)
-        sims = to_similarity(dist, m)
-        for qi, qid in enumerate(qids):
-            rank = 0
-            for j, s in zip(idx[qi], sims[qi]):
-                if j < 0:
-                    continue
-                item = loaded.ids[j]
-                if seen[qi] and json.dumps(item) in seen[qi]:
-                    continue
-                rank += 1
-                rows.append((qid, rank, item, float(s)))
-                if rank == k:
-                    break
+        seen = [_seen(v) for v in df[exclude]] if exclude else None
+        for qid, hits in zip(qids, top_k(loaded, emb, k, seen)):
+            rows += [(qid, rank, item, score) for rank, (item, score) in enumerate(hits, 1)]
     result = pd.DataFrame(rows, columns=["query", "rank", "id", "score"])
     _write_table(result, out)
     return result

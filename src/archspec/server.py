@@ -9,6 +9,11 @@ export directory (``archspec build RUN --export onnx --out DIR``) through the to
   to the server's working directory), a ``data:image/...;base64,...`` URL, or ``{"base64": "..."}``.
   It answers ``{"predictions": [{...}, ...]}``, one object per row with exactly the columns
   ``archspec predict`` writes.
+- ``POST /retrieve`` (a two-tower run or export served with ``--index DIR``, an index that
+  ``archspec index`` built from the same run) takes ``{"rows": [...], "k": 10, "exclude": COLUMN}``,
+  the query tower's columns, and answers ``{"results": [[{"id": ..., "score": ...}, ...], ...]}``:
+  per row the ``k`` best catalogue items, best first, leaving out the ids listed in the row's
+  ``exclude`` column. Without ``--index`` it answers 404 and says how to start the server.
 - ``GET /health`` and ``GET /metadata`` (spec name, inputs with their types and columns, predictions
   with their kinds and labels, the checkpoint served).
 - Concurrent requests are batched: a request waits at most ``max_wait_ms`` for others to join it,
@@ -27,7 +32,7 @@ import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from .errors import ArchspecError, CheckpointError, DataError
 
@@ -40,6 +45,18 @@ class PredictRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     rows: list
     """One object per row: column name → value, the columns of the data files."""
+
+
+class RetrieveRequest(BaseModel):
+    """The body of ``POST /retrieve``."""
+
+    model_config = ConfigDict(extra="forbid")
+    rows: list
+    """One object per query row: the query tower's columns."""
+    k: int = Field(10, ge=1, le=1000)
+    """How many catalogue items to return per row."""
+    exclude: str | None = None
+    """A column of each row listing ids it has already seen (a list, or ids separated by ``|``/``,``)."""
 
 
 class RequestError(ArchspecError):
@@ -109,8 +126,9 @@ class Predictor:
                                "weights": pointer.get("weights")},
                 "archspec": __version__}
 
-    def check_rows(self, rows) -> None:
-        """Type checks that name the field; the data layer's pre-flight checks the rest."""
+    def check_rows(self, rows, only=None) -> None:
+        """Type checks that name the field (of the inputs named in ``only``, default all); the data
+        layer's pre-flight checks the rest."""
         if not isinstance(rows, list) or not rows:
             raise RequestError("`rows` must be a non-empty list of objects (one per row)", "rows")
         if len(rows) > MAX_ROWS:
@@ -119,6 +137,8 @@ class Predictor:
             if not isinstance(row, dict):
                 raise RequestError(f"expected an object of column values, got {type(row).__name__}", f"rows[{i}]")
             for name, info in self.inputs.items():
+                if only is not None and name not in only:
+                    continue
                 kind = info["type"]
                 cols = info["columns"]
                 if kind == "vector" and cols[0] not in row and all(
@@ -173,6 +193,13 @@ class Predictor:
             out.append(row)
         return out
 
+    def _cleanup(self, rows: list[dict]) -> None:
+        """Delete the files :meth:`_materialise_images` wrote for ``rows``."""
+        for row in rows:
+            for v in row.values():
+                if isinstance(v, str) and v.startswith(self.tmp.name):
+                    Path(v).unlink(missing_ok=True)
+
     def predict(self, rows: list[dict]) -> list[dict]:
         """Predictions for already type-checked rows (run in the server's worker thread)."""
         import pandas as pd
@@ -184,10 +211,7 @@ class Predictor:
             df = pd.DataFrame(files)
             result = predict_frame(self.loaded, df, Path.cwd(), file="request")
         finally:
-            for row in files:
-                for v in row.values():
-                    if isinstance(v, str) and v.startswith(self.tmp.name):
-                        Path(v).unlink(missing_ok=True)
+            self._cleanup(files)
         return [{k: _plain(v) for k, v in rec.items()} for rec in result.to_dict(orient="records")]
 
 
@@ -241,15 +265,68 @@ class ExportPredictor(Predictor):
         except ServingError as exc:
             raise RequestError(str(exc), _serving_field(str(exc))) from None
         finally:
-            for row in files:
-                for v in row.values():
-                    if isinstance(v, str) and v.startswith(self.tmp.name):
-                        Path(v).unlink(missing_ok=True)
+            self._cleanup(files)
         out = [{} for _ in rows]
         for k, values in cols.items():
             for i, v in enumerate(values):
                 out[i][k] = _plain(v)
         return out
+
+
+class RunRetriever:
+    """``POST /retrieve`` for a trained run: its query tower (torch) and an index of the same run."""
+
+    def __init__(self, predictor: Predictor, index_dir):
+        from .retrieval import load_index, tower_of
+
+        self.predictor = predictor
+        self.index = load_index(index_dir, predictor.run_dir)  # refuses an index of another run
+        self.tower = tower_of(predictor.loaded, "query", self.index.manifest["head"], str(predictor.run_dir))
+        self.inputs = list(self.tower.inputs)
+
+    def retrieve(self, rows: list[dict], k: int, exclude: str | None) -> list[list[dict]]:
+        import pandas as pd
+
+        from .retrieval import _seen, embed_frame, top_k
+
+        files = self.predictor._materialise_images(rows)
+        try:
+            emb = embed_frame(self.tower, pd.DataFrame(files), Path.cwd(), file="request")
+        finally:
+            self.predictor._cleanup(files)
+        seen = [_seen(r.get(exclude)) for r in rows] if exclude else None
+        return [[{"id": _plain(i), "score": s} for i, s in hits] for hits in top_k(self.index, emb, k, seen)]
+
+
+class ExportRetriever:
+    """``POST /retrieve`` for an export directory: :class:`archspec.serving.Retriever` (torch-free)."""
+
+    def __init__(self, predictor: "ExportPredictor", index_dir):
+        from .serving import Retriever, ServingError
+
+        self.predictor = predictor
+        try:
+            self.runtime = Retriever(predictor.run_dir, index_dir)
+        except ServingError as exc:
+            raise CheckpointError(str(exc)) from None
+        self.inputs = [s["name"] for s in self.runtime.query_inputs if s["name"] in predictor.inputs]
+
+    def retrieve(self, rows: list[dict], k: int, exclude: str | None) -> list[list[dict]]:
+        from .serving import ServingError
+
+        files = self.predictor._materialise_images(rows)
+        try:
+            hits = self.runtime.retrieve(files, k=k, exclude=exclude, data_dir=Path.cwd())
+        except ServingError as exc:
+            raise RequestError(str(exc), _serving_field(str(exc))) from None
+        finally:
+            self.predictor._cleanup(files)
+        return [[{"id": _plain(h["id"]), "score": h["score"]} for h in row] for row in hits]
+
+
+def load_retriever(predictor, index_dir):
+    """The retriever for ``predictor`` (run or export) over ``index_dir``."""
+    return (ExportRetriever if isinstance(predictor, ExportPredictor) else RunRetriever)(predictor, index_dir)
 
 
 def _serving_field(message: str) -> str:
@@ -374,8 +451,8 @@ def _error(status: int, message: str, field: str = "", detail=None):
     return JSONResponse(status_code=status, content=body)
 
 
-def make_app(predictor, max_batch: int = 64, max_wait_ms: float = 5.0):
-    """The FastAPI application serving ``predictor``."""
+def make_app(predictor, max_batch: int = 64, max_wait_ms: float = 5.0, retriever=None):
+    """The FastAPI application serving ``predictor`` (and ``POST /retrieve`` with a ``retriever``)."""
     try:
         from contextlib import asynccontextmanager
 
@@ -422,8 +499,12 @@ def make_app(predictor, max_batch: int = 64, max_wait_ms: float = 5.0):
     async def metadata():
         import sys
 
+        index = None
+        if retriever is not None:
+            m = retriever.index.manifest if hasattr(retriever, "index") else retriever.runtime.index.manifest
+            index = {k: m.get(k) for k in ("head", "kind", "similarity", "count", "id_column", "params")}
         return {**predictor.metadata(), "batching": {"max_batch": max_batch, "max_wait_ms": max_wait_ms},
-                "torch_loaded": "torch" in sys.modules}
+                "index": index, "torch_loaded": "torch" in sys.modules}
 
     @app.post("/predict")
     async def predict(req: PredictRequest):
@@ -435,6 +516,28 @@ def make_app(predictor, max_batch: int = 64, max_wait_ms: float = 5.0):
         except DataError as exc:
             return _error(422, str(exc), _field_of(str(exc), predictor))
         return {"predictions": preds}
+
+    lock = asyncio.Lock()  # one search at a time: the model and the index use the machine's cores
+
+    @app.post("/retrieve")
+    async def retrieve(req: RetrieveRequest):
+        if retriever is None:
+            return _error(404, "this server has no catalogue index — start it with `archspec serve RUN --index DIR` "
+                          "(DIR from `archspec index RUN --data CATALOGUE --out DIR`)", "")
+        try:
+            predictor.check_rows(req.rows, only=retriever.inputs)
+            if req.exclude is not None:
+                for i, row in enumerate(req.rows):
+                    if req.exclude not in row:
+                        raise RequestError(f"missing column '{req.exclude}' (the ids to exclude)",
+                                           f"rows[{i}].{req.exclude}")
+            async with lock:
+                results = await asyncio.to_thread(retriever.retrieve, req.rows, req.k, req.exclude)
+        except RequestError as exc:
+            return _error(422, str(exc), exc.field)
+        except DataError as exc:
+            return _error(422, str(exc), _field_of(str(exc), predictor))
+        return {"results": results}
 
     return app
 
@@ -454,7 +557,7 @@ def _field_of(message: str, predictor) -> str:
 
 
 def serve(run_dir, host: str = "127.0.0.1", port: int = 8000, max_batch: int = 64, max_wait_ms: float = 5.0,
-          log_level: str = "info") -> None:
+          log_level: str = "info", index=None) -> None:
     """Load a run and serve it until interrupted.
 
     Raises:
@@ -467,7 +570,8 @@ def serve(run_dir, host: str = "127.0.0.1", port: int = 8000, max_batch: int = 6
     except ImportError:
         raise ArchspecError("`archspec serve` needs FastAPI and uvicorn: pip install 'archspec[serve]'") from None
     predictor = load_predictor(run_dir)
-    app = make_app(predictor, max_batch=max_batch, max_wait_ms=max_wait_ms)
-    print(f"serving {predictor.name} from {run_dir} on http://{host}:{port} "
-          f"(POST /predict, GET /health, GET /metadata)", flush=True)
+    retriever = load_retriever(predictor, index) if index is not None else None
+    app = make_app(predictor, max_batch=max_batch, max_wait_ms=max_wait_ms, retriever=retriever)
+    routes = "POST /predict, " + ("POST /retrieve, " if retriever is not None else "") + "GET /health, GET /metadata"
+    print(f"serving {predictor.name} from {run_dir} on http://{host}:{port} ({routes})", flush=True)
     uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)

@@ -13,6 +13,9 @@ Example (not run here: it needs an export)::
     p = Predictor("exports/")                        # the only manifest in the directory
     p.predict([{"user_ratings_log": 3.2, ...}])      # columns as `archspec predict` writes them
     p.embed(rows, "candidate")                       # a two-tower export: (n, D) embeddings
+
+    r = Retriever("exports/", "movie_index/")        # the query tower + `archspec index`'s directory
+    r.retrieve(rows, k=10)                           # top-k catalogue ids and scores per row
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import numpy as np
 
 from .prediction_kinds import kind_home
 
-__all__ = ["Predictor", "ServingError"]
+__all__ = ["Predictor", "Retriever", "ServingError"]
 
 _INT_FLOAT = re.compile(r"^([+-]?\d+)\.0*$")
 
@@ -343,3 +346,64 @@ class Predictor:
             names = [str(x) for x in labels] if isinstance(labels, list) else None
             cols.update(home.columns(name, out, probs, home.decide(probs, spec.get("threshold")), names))
         return cols
+
+
+# -------------------------------------------------------------------------------------- retrieval
+
+
+class Retriever:
+    """Top-``k`` catalogue items for raw query rows, torch-free: an export's query tower and an
+    index directory (``archspec index RUN --data CATALOGUE --out DIR``).
+
+    The index must come from the same run as the export: both record the run's spec hash and
+    weights, and a mismatch is refused (the catalogue vectors would not match the query tower).
+    Search uses faiss when installed, else an exact numpy search over the index's vectors.
+
+    Args:
+        export_dir: the directory ``archspec build RUN --export onnx --out DIR`` wrote.
+        index_dir: the index directory.
+        name: the export's name, when the directory holds several manifests.
+        params: search parameters (``ef_search`` for HNSW, ``nprobe`` for IVF) overriding the index's.
+
+    Example (not run here: it needs an export and an index)::
+
+        r = Retriever("exports/", "movie_index/")
+        r.retrieve([{"user_id": 7, "user_ratings_log": 3.2, ...}], k=10, exclude="seen")
+        # → [[{"id": 318, "score": 0.83}, ...]]  one list per row, best first
+
+    Raises:
+        ServingError: a bad export or index directory, or an index built from another run.
+    """
+
+    def __init__(self, export_dir, index_dir, name: str | None = None, params: dict | None = None):
+        from .retrieval import RetrievalError, load_index
+
+        self.predictor = Predictor(export_dir, name)
+        try:
+            self.index = load_index(index_dir, params=params)
+        except RetrievalError as exc:
+            raise ServingError(str(exc)) from None
+        m = self.index.manifest
+        self.head = m["head"]
+        sims = self.predictor.manifest.get("similarity") or {}
+        if "query" not in sims.get(self.head, {}):
+            raise ServingError(f"{export_dir}: the export has no query tower of head '{self.head}', which the index "
+                               f"{index_dir} was built for — export the run the index came from")
+        run = self.predictor.manifest.get("run") or {}
+        if run and (run.get("spec_sha256"), run.get("weights")) != (m.get("spec_sha256"), m.get("weights")):
+            raise ServingError(f"{index_dir} was built from another model than the export {export_dir} (spec or "
+                               "weights differ) — its vectors would not match the query tower; build the index "
+                               "and the export from the same run")
+        self.query_inputs = sims[self.head]["query"]["inputs"]
+
+    def retrieve(self, rows, k: int = 10, exclude: str | None = None, data_dir=None) -> list[list[dict]]:
+        """``[{"id", "score"}, ...]`` (best first) per row; ``exclude`` names a column of ids the row
+        has already seen (a list, or ids separated by ``|`` or ``,``), left out of its results."""
+        from .retrieval import _seen, top_k
+
+        if int(k) < 1:
+            raise ServingError(f"k must be at least 1, got {k}")
+        cols = _columns(rows)
+        seen = [_seen(v) for v in _column(cols, exclude, "ids to exclude")] if exclude else None
+        emb = self.predictor.embed(rows, "query", self.head, data_dir)
+        return [[{"id": i, "score": s} for i, s in hits] for hits in top_k(self.index, emb, int(k), seen)]
