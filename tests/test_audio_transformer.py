@@ -163,6 +163,10 @@ def test_sample_rate_mismatch_is_a_located_error(tmp_path):
     assert f"{tmp_path / 'a.yaml'}:4:" in text and "sample_rate: 16000" in text and "16000 Hz" in text
     assert (errs[0].line, errs[0].col) == (4, spec.splitlines()[3].index("8000") + 1)
     assert check_text(spec.replace("8000", "16000"), str(tmp_path / "a.yaml"), base_dir=tmp_path).ok()
+    (tmp_path / "w2v" / "preprocessor_config.json").unlink()  # built with the 16 kHz default: the same error
+    errs = [d for d in check_text(spec, str(tmp_path / "a.yaml"), base_dir=tmp_path).errors]
+    assert [d.code for d in errs] == ["E-SAMPLE-RATE"] and "no preprocessor_config.json" in errs[0].message
+    assert check_text(_spec(_inline(W2V)), "a.yaml").ok()  # an untrained model takes the input's rate
 
 
 @pytest.mark.parametrize("encoder, code", [

@@ -150,15 +150,19 @@ def infer_audio(enc, cfg: dict | None, where: str, ins, ctx) -> Shape:
         ctx.report("E-POOLING", ("pooling",), f"model type '{mtype}' has no {pooling} token or pooler output: "
                    "it gives one vector per time frame", "use `pooling: mean` (the default for audio models) "
                    "or `max`, or `none` to keep the frames")
-    if kind is not None and rate is not None:
+    if kind is not None and rate is not None and enc.pretrained:
         saved = read_extractor(enc.pretrained, getattr(ctx, "base_dir", None))
-        want = extractor_settings(mtype, saved, rate)["sampling_rate"]
-        if isinstance(want, int) and want != rate:
-            at = ctx.at(()) if hasattr(ctx, "at") and graph is not None else ctx
-            path = graph.path(enc.input) + ("sample_rate",) if graph is not None else ("input",)
-            at.report("E-SAMPLE-RATE", path, f"input '{enc.input}' is resampled to {rate} Hz, but "
-                      f"'{enc.pretrained}' was trained on {want} Hz audio (its preprocessor_config.json)",
-                      f"set `sample_rate: {want}` on input '{enc.input}' (recordings are resampled on loading)")
+        local = where == "local"
+        if saved is not None or local:  # a local model without the file gets the family default at build
+            want = extractor_settings(mtype, saved, None)["sampling_rate"]
+            whence = "its preprocessor_config.json" if saved is not None else \
+                "the transformers default: its directory has no preprocessor_config.json"
+            if isinstance(want, int) and want != rate:
+                at = ctx.at(()) if hasattr(ctx, "at") and graph is not None else ctx
+                path = graph.path(enc.input) + ("sample_rate",) if graph is not None else ("input",)
+                at.report("E-SAMPLE-RATE", path, f"input '{enc.input}' is resampled to {rate} Hz, but "
+                          f"'{enc.pretrained}' was trained on {want} Hz audio ({whence})",
+                          f"set `sample_rate: {want}` on input '{enc.input}' (recordings are resampled on loading)")
     if kind == "waveform" and cfg is not None:
         if defaults.get("add_adapter"):
             width = _int(defaults, "output_hidden_size") or width
