@@ -81,7 +81,7 @@ def extractor_settings(model_type: str, saved: dict | None, sample_rate: int | N
 
 
 def _ints(v) -> list[int] | None:
-    if isinstance(v, (list, tuple)) and v and all(isinstance(x, int) and not isinstance(x, bool) for x in v):
+    if isinstance(v, (list, tuple)) and v and all(isinstance(x, int) and not isinstance(x, bool) and x >= 1 for x in v):
         return list(v)
     return None
 
@@ -101,7 +101,7 @@ def waveform_frames(conf: dict, samples: int | None) -> int | None:
         n = (n - k) // s + 1 if n >= k else 0
     if conf.get("add_adapter"):
         k, s, layers = _int(conf, "adapter_kernel_size"), _int(conf, "adapter_stride"), _int(conf, "num_adapter_layers")
-        if None in (k, s, layers):
+        if None in (k, s, layers) or s < 1:
             return None
         for _ in range(layers):
             n = (n + 2 - k) // s + 1 if n + 2 >= k else 0  # Conv1d(padding=1)
@@ -185,9 +185,11 @@ def infer_audio(enc, cfg: dict | None, where: str, ins, ctx) -> Shape:
             ctx.report("E-SHAPE", ("pretrained",), f"the feature extractor gives {ext.get('max_length')} frames × "
                        f"{ext.get('num_mel_bins')} mel bins, but the model reads {length} × {mel}",
                        "make preprocessor_config.json's max_length/num_mel_bins match config.json")
-        if isinstance(mel, int) and isinstance(defaults.get("patch_size"), int) and mel < defaults["patch_size"]:
-            ctx.report("E-SHAPE", ("config",), f"num_mel_bins {mel} is smaller than the patch size "
-                       f"{defaults['patch_size']}", "raise num_mel_bins or lower patch_size")
+        patch = defaults.get("patch_size")
+        for key, value in (("num_mel_bins", mel), ("max_length", length)):
+            if isinstance(value, int) and isinstance(patch, int) and value < patch:
+                ctx.report("E-SHAPE", ("config",), f"{key} {value} is smaller than the patch size {patch}",
+                           f"raise {key} or lower patch_size")
         if samples is not None and rate is not None and fbank_frames(samples, rate) < 1:
             ctx.report("E-SHAPE", ("input",), f"'{enc.input}' gives {samples} samples, shorter than one 25 ms "
                        "filter-bank window", "raise the input's `duration`")
