@@ -128,6 +128,9 @@ def run(args) -> dict:
                                                    f"efSearch={ef}", hnsw, q, args.k, truth, build, size, args.threads)})
             print(rows[-1], flush=True)
         del hnsw
+        if not args.nprobe:  # `--nprobe` with no value: no IVF index
+            del x
+            continue
         nlist = args.nlist or int(4 * np.sqrt(args.n))
         t0 = time.perf_counter()
         quantizer = faiss.IndexFlatIP(args.dim)
@@ -175,7 +178,7 @@ def main(argv=None) -> int:
     p.add_argument("--ef-construction", type=int, default=200)
     p.add_argument("--ef-search", type=int, nargs="+", default=[64, 128, 256])
     p.add_argument("--nlist", type=int, default=0, help="IVF cells (default 4·sqrt(n))")
-    p.add_argument("--nprobe", type=int, nargs="+", default=[16, 64, 128])
+    p.add_argument("--nprobe", type=int, nargs="*", default=[16, 64, 128], help="IVF cells searched (none: no IVF)")
     p.add_argument("--skip-numpy", action="store_true", help="leave out the numpy exact search")
     p.add_argument("--out", type=Path)
     args = p.parse_args(argv)
