@@ -231,3 +231,17 @@ def test_two_fresh_runs_with_one_seed_are_bit_identical(tmp_path):
     assert weights[0].keys() == weights[1].keys()
     for k in weights[0]:
         assert torch.equal(weights[0][k], weights[1][k]), k
+
+
+@pytest.mark.parametrize("model_type", ["hubert", "wavlm", "data2vec-audio"])
+def test_other_waveform_models_have_static_frames_proven_at_build(model_type):
+    spec = _spec(_inline({**W2V, "model_type": model_type}, "none")).replace("from: speech", "from: pooled").replace(
+        "heads:", "fusions:\n  pooled: {type: cross_attention, query: speech, context: speech}\nheads:")
+    checked = check_text(spec, "a.yaml")
+    assert checked.ok() and checked.shapes["speech"].dims == (399, 16)
+    model = compile_spec(checked)  # the dry run proves the frames
+    count = count_params(checked).nodes["speech"]
+    if model_type == "hubert":
+        assert count.value == _built_params(model)
+    else:  # no static formula: said so, and counted at build
+        assert count.value is None and "no static formula" in count.depends
