@@ -236,3 +236,31 @@ def test_shipped_sweep_files_check_against_their_spec(path):
     assert check_sweep(cfg, smap, checked) == []
     raw, _ = load_file(spec)
     assert preview_params(cfg, smap, raw, str(spec), spec.parent, _resolved(checked)) == []
+
+
+def test_opening_a_storage_another_process_is_creating_is_retried(monkeypatch, tmp_path):
+    """Two processes opening a new storage together race to create its tables; the loser retries."""
+    from archspec import sweep as sw
+
+    class IntegrityError(Exception):  # what SQLAlchemy raises for the losing CREATE / INSERT
+        pass
+
+    calls = []
+    real = optuna.storages.RDBStorage
+
+    def flaky(url, **kw):
+        calls.append(url)
+        if len(calls) == 1:
+            raise IntegrityError("UNIQUE constraint failed: alembic_version.version_num")
+        return real(url, **kw)
+
+    monkeypatch.setattr(optuna.storages, "RDBStorage", flaky)
+    storage = sw._storage(f"sqlite:///{tmp_path / 'study.db'}")
+    assert len(calls) == 2 and storage is not None
+
+    def broken(url, **kw):
+        raise ValueError("not a database URL")
+
+    monkeypatch.setattr(optuna.storages, "RDBStorage", broken)
+    with pytest.raises(sw.SweepError, match="cannot open the study storage"):
+        sw._storage("sqlite:///x.db")

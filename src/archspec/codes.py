@@ -72,6 +72,10 @@ CODES: dict[str, tuple[str, str]] = {
                 "Inferred shapes do not fit: towers of different widths, an image too small for the stages, "
                 "a weight list of the wrong length, a hidden size not divisible by the heads, ..."),
     "E-POOLING": ("No pooler output", "`pooling: pooler` on a transformer model type that has no pooler."),
+    "E-SAMPLE-RATE": ("Sample rate differs from the model's",
+                      "An `audio` input is resampled to a rate other than the one the pretrained audio model's "
+                      "feature extractor was trained at (its preprocessor_config.json): set the input's "
+                      "`sample_rate` to the model's."),
     "E-VOCAB": ("Vocabulary larger than the embedding",
                 "A tokenizer may emit ids the model cannot embed: the training would index out of range."),
     "E-LATE-LABELS": ("Late fusion members disagree",

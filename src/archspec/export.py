@@ -13,6 +13,23 @@ model was trained with, so the nearest-neighbour index uses the same one.
 
 Every file is loaded back and checked against the eager model on a batch of another size before
 the manifest is written.
+
+Gradient-boosted heads (``type: gbdt``) are LightGBM trees, not torch operations, so no torch
+exporter can trace them. The ``onnx`` format carries them anyway: each head's boosters are
+converted by LightGBM's ONNX converter (onnxmltools; ``ai.onnx.ml`` tree ensembles) into a file of
+its own, ``<name>.<head>.gbdt.onnx`` (preprocessed features in, the trees' raw scores out, exactly
+what the torch head returns), and the neural graph takes those scores as an input
+(``<head>.gbdt``), so every late fusion over them (weights, vote, learned weights) is computed
+inside the neural graph by the same torch code that trained and evaluated it, never re-implemented
+by hand. Likewise a member of another run (``type: run``) is exported, with its own preprocessing,
+into ``members/<head>/`` and the fused graph takes its output as the input ``<head>.member``.
+The manifest says which file feeds which input and how its features are made from raw rows, and
+:mod:`archspec.serving` composes them. Separate files rather than one graph merged with
+``onnx.compose``: the converter emits ai.onnx.ml opset 1 / default opset 9 graphs and the torch
+exporter opset 18, value names would have to be made disjoint, and the trees need the
+*preprocessed* inputs while the neural graph takes raw ones; kept apart, a member (a tree file,
+a member run's export) can also be replaced without touching the rest, which is the point of
+late fusion. torchscript and torch_export cannot carry either kind of head and refuse to.
 """
 
 from __future__ import annotations
@@ -228,6 +245,14 @@ PREPROCESS_DIR = "preprocess"
 def _input_specs(model, keys: list[str], preprocessor=None, transforms=({}, {})) -> list[dict]:
     out = []
     for key in keys:
+        if key.endswith((".gbdt", ".member")):  # a value computed outside this graph (see the docstring)
+            shape = model.inputs[key]
+            head, what = key.rsplit(".", 1)
+            out.append({"name": key, "dtype": shape.dtype, "shape": [BATCH, *shape.dims], "kind": shape.kind,
+                        "expects": f"the raw scores of gbdt['{head}'] (its trees' ONNX file)" if what == "gbdt"
+                        else f"output '{head}' of members['{head}'] (the member run's export)",
+                        "transform": {"runtime": what, "head": head}})
+            continue
         base, mask = (key[:-5], True) if key.endswith(".mask") else (key, False)
         shape = model.inputs[base]
         spec = {
@@ -570,15 +595,167 @@ class ExportResult:
     files: list[Path]
 
 
-def _refuse_gbdt(model, formats: list[str]) -> None:
-    """Gradient-boosted heads run LightGBM, not torch ops: no torch exporter can carry them."""
-    trees = [n for n, c in getattr(model, "node_configs", {}).items() if getattr(c, "type", None) == "gbdt"]
-    if trees:
-        raise ExportError(f"heads.{trees[0]} (gbdt) is not exportable to {', '.join(formats)}: its LightGBM trees "
-                          "are not torch operations, so torchscript, onnx and torch_export cannot carry them. "
-                          f"Serve it torch-free from the run's text model files (RUN/gbdt/{trees[0]}*.txt, "
-                          "lightgbm.Booster(model_file=...).predict(x, raw_score=True)), or export a spec "
-                          "without gbdt heads")
+def _heads_of_type(model, kind: str) -> list[str]:
+    return [n for n in getattr(model, "predictions", []) if getattr(model.node_configs.get(n), "type", None) == kind]
+
+
+def _refuse_outside_heads(model, formats: list[str]) -> None:
+    """Gradient-boosted heads run LightGBM and run members run another model: only ONNX carries them
+    (as files of their own, see the module docstring)."""
+    other = [f for f in formats if f != "onnx"]
+    for kind, what in (("gbdt", "its LightGBM trees are not torch operations"),
+                       ("run", "it is the head of another trained run")):
+        heads = _heads_of_type(model, kind)
+        if heads and other:
+            raise ExportError(f"heads.{heads[0]} ({kind}) is not exportable to {', '.join(other)}: {what}, so "
+                              "torchscript and torch_export cannot carry it. Export to onnx (--export onnx): the "
+                              + ("trees become an ONNX tree ensemble next to the neural graph"
+                                 if kind == "gbdt" else "member run is exported next to the fused graph")
+                              + ", served torch-free by archspec.serving")
+    unfitted = [h for h in _heads_of_type(model, "gbdt") if not model.node_module(h).boosters]
+    if unfitted:
+        head = unfitted[0]
+        raise ExportError(f"heads.{head} (gbdt) has no fitted trees: a spec's export holds none — train it and "
+                          "export the run (archspec build RUN --export onnx)")
+
+
+class _Given(nn.Module):
+    """Stands in for a head computed outside the graph (a gbdt head's trees): its value is an input."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+def _trees_outside(model):
+    """``model`` with every gbdt head's output read from the input ``<head>.gbdt`` (its trees' raw
+    scores, computed by the head's own ONNX file), and without the inputs only the trees read. The
+    modules are shared, so the graph computes every other node, late fusions included, as ``model``."""
+    from .nn.model import CompiledModel
+
+    trees = set(_heads_of_type(model, "gbdt"))
+    if not trees:
+        return model
+    plan = [(n, sec, [n + ".gbdt"] if n in trees else list(args)) for n, sec, args in model.plan]
+    modules = {n: _Given() if n in trees else model.node_module(n) for n, _, _ in model.plan}
+    needed = {a[:-5] if a.endswith(".mask") else a for _, _, args in plan for a in args}
+    inputs = {k: s for k, s in model.inputs.items() if k in needed}
+    inputs.update({n + ".gbdt": model.shapes[n] for n in model.predictions if n in trees})
+    out = CompiledModel(plan, modules, model.sections, model.predictions, model.similarity, model.frozen, inputs,
+                        model.node_configs, model.shapes)
+    out.vocab, out.task_keys = model.vocab, model.task_keys
+    if getattr(model, "checked", None) is not None:
+        out.checked = model.checked
+    return out.eval()
+
+
+def _feature_layout(model, head: str, preprocessor) -> list[dict]:
+    """How the ``features`` of a gbdt head's ONNX file are made from its inputs, column by column."""
+    cfg, module = model.node_configs[head], model.node_module(head)
+    layout, col = [], 0
+    state = preprocessor.state_dict()["inputs"] if preprocessor is not None else {}
+    for name, width, cat in zip(cfg.inputs, module.widths, module.categorical):
+        kind = state.get(name, {}).get("type")
+        if cat:
+            how = "category index: vocabulary[i] -> i + 1, unseen or missing -> 0 (as a float)"
+        elif kind == "numeric":
+            how = "(x - shift) / scale computed in float64, then float32 (the input's transform)"
+        else:
+            how = "the values as float32"
+        layout.append({"input": name, "columns": [col, col + width], "from_raw": how})
+        col += width
+    return layout
+
+
+def _export_trees(model, name: str, out_dir: Path, preprocessor, verify: bool) -> tuple[dict, list[Path]]:
+    """Each gbdt head's trees as ``<name>.<head>.gbdt.onnx``, checked against the torch head; returns the
+    manifest's ``gbdt`` section and the files."""
+    from . import gbdt as gb
+
+    entries, files = {}, []
+    tf = _in_graph(model, preprocessor)
+    for head in _heads_of_type(model, "gbdt"):
+        cfg, module = model.node_configs[head], model.node_module(head)
+        path = out_dir / f"{name}.{head}.gbdt.onnx"
+        try:
+            proto = gb.to_onnx(module, head)
+        except BuildError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the converter raises anything; say which head and why
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ExportError(f"onnx export of the trees of heads.{head} (gbdt) failed: {first}") from exc
+        import onnx
+
+        tmp = path.with_suffix(".onnx.tmp")
+        onnx.save(proto, str(tmp))
+        os.replace(tmp, path)
+        if verify:
+            _verify_trees(model, head, path)
+        shape = model.shapes[head]
+        inputs = (_input_specs(model, list(cfg.inputs), preprocessor, tf) if preprocessor is not None
+                  else [{"name": i} for i in cfg.inputs])
+        for spec in inputs:  # the trees' file has no transforms inside: the runtime makes its features
+            t = spec.get("transform") or {}
+            if "in_graph" in t:
+                t["runtime"] = t.pop("in_graph") + " (see features.layout)"
+        entries[head] = {
+            "file": os.path.relpath(path, out_dir), "task": cfg.task, "trees": module.trees(),
+            "boosters": len(module.boosters), "converter": "onnxmltools (LightGBM), ai.onnx.ml tree ensembles",
+            "inputs": inputs,
+            "features": {"name": gb.ONNX_FEATURES, "dtype": "float32", "shape": [BATCH, sum(module.widths)],
+                         "layout": _feature_layout(model, head, preprocessor)},
+            "output": {"name": gb.ONNX_SCORES, "dtype": "float32", "shape": [BATCH, *shape.dims],
+                       "meaning": "the trees' raw scores (logits for classification, values for regression)",
+                       "feeds": head + ".gbdt"},
+        }
+        files.append(path)
+    return entries, files
+
+
+def _verify_trees(model, head: str, path: Path) -> None:
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return
+    from .gbdt import ONNX_FEATURES, onnx_features
+
+    module, cfg = model.node_module(head), model.node_configs[head]
+    batch = model.example_batch(64, seed=1)
+    xs = [batch[i] for i in cfg.inputs]
+    with torch.no_grad():
+        want = module(*xs).numpy()
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    got = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"]).run(
+        None, {ONNX_FEATURES: onnx_features(module, xs)})[0]
+    try:
+        torch.testing.assert_close(torch.from_numpy(got), torch.from_numpy(want), atol=1e-4, rtol=1e-4)
+    except AssertionError as exc:
+        raise ExportError(f"onnx export of the trees of heads.{head} (gbdt) differs from LightGBM: "
+                          f"{str(exc).strip().splitlines()[0]}") from None
+
+
+MEMBERS_DIR = "members"
+
+
+def _export_members(model, out_dir: Path, verify: bool) -> tuple[dict, list[Path]]:
+    """Each ``type: run`` member's run exported (ONNX, with its preprocessing) into ``members/<head>/``."""
+    from .inference import load_run
+
+    checked = getattr(model, "checked", None)
+    entries, files = {}, []
+    for head in _heads_of_type(model, "run"):
+        cfg = model.node_configs[head]
+        run = cfg.run_dir(checked.base_dir if checked is not None else Path.cwd())
+        member, mpre, _ = load_run(run)
+        sub = out_dir / MEMBERS_DIR / head
+        from .retrieval import run_fingerprint
+
+        result = export(member, sub, ["onnx"], verify=verify, preprocessor=mpre, run=run_fingerprint(run))
+        entries[head] = {"run": str(run), "head": cfg.head, "dir": os.path.relpath(sub, out_dir),
+                         "manifest": os.path.relpath(result.manifest_path, out_dir),
+                         "output": cfg.head, "feeds": head + ".member"}
+        files += result.files + [result.manifest_path]
+    return entries, files
 
 
 def export(model, out_dir, formats, *, name: str | None = None, verify: bool = True,
@@ -622,11 +799,13 @@ def export(model, out_dir, formats, *, name: str | None = None, verify: bool = T
     if unknown:
         raise ExportError(f"unknown export format '{unknown[0]}' — known: {', '.join(FORMATS)}")
     checked = getattr(model, "checked", None)
-    _refuse_gbdt(model, formats)
+    _refuse_outside_heads(model, formats)
+    source, model = model, _trees_outside(model)
     name = name or (checked.spec.name if checked is not None else "model")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    was_training = model.training
+    was_training = source.training
+    source.eval()
     model.eval()
     written: list[Path] = []
     try:
@@ -658,6 +837,12 @@ def export(model, out_dir, formats, *, name: str | None = None, verify: bool = T
                 if fmt == "onnx" and Path(str(path) + ".data").exists():
                     written.append(Path(str(path) + ".data"))
         manifest = _manifest(model, name, targets, formats, out_dir)
+        if _heads_of_type(source, "gbdt"):
+            manifest["gbdt"], more = _export_trees(source, name, out_dir, preprocessor, verify)
+            written += more
+        if _heads_of_type(source, "run"):
+            manifest["members"], more = _export_members(source, out_dir, verify)
+            written += more
         if run is not None:
             manifest["run"] = run
         manifest["preprocessing"] = None
@@ -673,5 +858,5 @@ def export(model, out_dir, formats, *, name: str | None = None, verify: bool = T
         tmp.write_text(json.dumps(manifest, indent=2) + "\n")
         os.replace(tmp, manifest_path)
     finally:
-        model.train(was_training)
+        source.train(was_training)
     return ExportResult(manifest_path, manifest, written)

@@ -159,3 +159,136 @@ def fit_or_load_heads(model, run_dir, resuming: bool, table, val_table, pre, tra
     val = Loader(val_table, pre, val_rows, batch_size=4096, rank=0, world_size=1, inputs=inputs,
                  name="validation", **args) if len(val_rows) else None
     fit_heads(model, train, val, run_dir, tcfg.seed, log)
+
+
+# ------------------------------------------------------------------------------------------- ONNX
+
+ONNX_SCORES = "scores"
+ONNX_FEATURES = "features"
+
+
+def _onnxmltools():
+    try:
+        import onnxmltools
+        from onnxmltools.convert.common.data_types import FloatTensorType
+        from onnxmltools.convert.lightgbm._parse import WrappedBooster
+    except ImportError:
+        raise BuildError("exporting a `type: gbdt` head to ONNX needs onnxmltools (LightGBM's converter): "
+                         "pip install 'archspec[gbdt]' (or pip install onnxmltools)") from None
+    return onnxmltools, FloatTensorType, WrappedBooster
+
+
+def _floor32(tree: dict) -> None:
+    """Replace every numerical split threshold ``t`` by the largest float32 ``<= t``, in place.
+
+    ONNX tree ensembles compare float32 features with float32 thresholds, LightGBM compares with
+    doubles. Features here are float32 values (the run's preprocessing makes them so), and for a
+    float32 ``x``, ``x <= t`` holds exactly when ``x <= floor32(t)``; rounding ``t`` to the nearest
+    float32 instead (what the converter would do) sends an ``x`` equal to a rounded-up threshold the
+    wrong way."""
+    stack = [tree]
+    while stack:
+        node = stack.pop()
+        if "split_index" not in node:
+            continue
+        if node.get("decision_type") == "<=" and not isinstance(node.get("threshold"), str):
+            t = float(node["threshold"])
+            t32 = np.float32(t)
+            if np.isfinite(t32) and float(t32) > t:
+                t32 = np.nextafter(t32, np.float32(-np.inf))
+            node["threshold"] = float(t32)
+        stack += [node["left_child"], node["right_child"]]
+
+
+class _Float32Splits:
+    """A booster as onnxmltools reads it (its mock protocol: ``is_mock`` + ``dump_model()``), with
+    thresholds made exact for float32 features (:func:`_floor32`)."""
+
+    is_mock = True
+
+    def __init__(self, booster):
+        self._booster = booster
+
+    def dump_model(self, *args, **kwargs):
+        dump = self._booster.dump_model(*args, **kwargs)
+        for tree in dump.get("tree_info", []):
+            _floor32(tree["tree_structure"])
+        return dump
+
+    def __getattr__(self, item):
+        return getattr(self._booster, item)
+
+
+def _convert(booster, n_features: int):
+    """One booster as an ONNX model: ``features`` (B, F) float32 → its raw scores (see :func:`to_onnx`)."""
+    onnxmltools, FloatTensorType, WrappedBooster = _onnxmltools()
+    wrapped = WrappedBooster(booster)
+    wrapped.booster_ = _Float32Splits(booster)
+    proto = onnxmltools.convert_lightgbm(wrapped, initial_types=[(ONNX_FEATURES, FloatTensorType([None, n_features]))],
+                                         zipmap=False, target_opset=15)
+    for node in proto.graph.node:  # raw scores (logits), as the torch head returns them
+        for a in node.attribute:
+            if a.name == "post_transform":
+                a.s = b"NONE"
+    return proto
+
+
+def to_onnx(module, name: str):
+    """A fitted gbdt head as one ONNX model (ai.onnx.ml tree ensembles, converted by onnxmltools).
+
+    Input ``features``: ``(B, F)`` float32, the head's inputs after the run's preprocessing,
+    concatenated in the head's `inputs` order (as :meth:`GBDTHead.features` builds them). Output
+    ``scores``: the trees' raw scores, exactly what the torch head returns: ``(B, C)`` logits
+    (multiclass), ``(B,)`` logit (binary), ``(B, L)`` logits (multilabel, one booster per label),
+    ``(B, D)`` values (regression, one booster per value).
+
+    Raises:
+        BuildError: the head has no fitted trees, or onnxmltools is missing.
+    """
+    import onnx
+    from onnx import TensorProto, compose, helper
+
+    if not module.boosters:
+        raise BuildError(f"heads.{name} (gbdt) has no fitted trees — export a trained run, not a spec")
+    n_features = sum(module.widths)
+    nodes, inits, parts = [], [], []
+    col1 = helper.make_tensor("archspec_col1", TensorProto.INT64, [1], [1])
+    if module.task in ("binary", "multilabel"):
+        inits.append(col1)
+    for j, booster in enumerate(module.boosters):
+        part = compose.add_prefix(_convert(booster, n_features), f"b{j}_")
+        g = part.graph
+        nodes.append(helper.make_node("Identity", [ONNX_FEATURES], [g.input[0].name]))
+        nodes += list(g.node)
+        inits += list(g.initializer)
+        outs = {o.name[len(f"b{j}_"):]: o.name for o in g.output}
+        if "probabilities" in outs and module.task != "multiclass":  # (B, 2): [-s, s] without the sigmoid
+            raw = f"b{j}_raw"
+            nodes.append(helper.make_node("Gather", [outs["probabilities"], col1.name], [raw], axis=1))
+        else:
+            raw = outs.get("probabilities") or outs["variable"]  # (B, C) or (B, 1)
+        parts.append(raw)
+    if module.task == "binary":
+        shape = helper.make_tensor("archspec_flat", TensorProto.INT64, [1], [-1])
+        inits.append(shape)
+        nodes.append(helper.make_node("Reshape", [parts[0], shape.name], [ONNX_SCORES]))
+        dims = [None]
+    elif module.task == "multiclass":
+        nodes.append(helper.make_node("Identity", [parts[0]], [ONNX_SCORES]))
+        dims = [None, module.outputs]
+    else:
+        nodes.append(helper.make_node("Concat", parts, [ONNX_SCORES], axis=1))
+        dims = [None, len(parts)]
+    graph = helper.make_graph(
+        nodes, f"{name}_gbdt", [helper.make_tensor_value_info(ONNX_FEATURES, TensorProto.FLOAT, [None, n_features])],
+        [helper.make_tensor_value_info(ONNX_SCORES, TensorProto.FLOAT, dims)], initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13), helper.make_opsetid("ai.onnx.ml", 1)],
+                              producer_name="archspec (onnxmltools LightGBM converter)")
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model
+
+
+def onnx_features(module, xs: list) -> np.ndarray:
+    """The ``features`` input of :func:`to_onnx` for a batch of preprocessed input tensors (float32)."""
+    return module.features(*xs).astype(np.float32)

@@ -211,7 +211,57 @@ def transformer_params(conf: dict, pooling: str) -> int:
         v, p = _pos_int(d, "vocab_size"), _pos_int(d, "max_position_embeddings")
         layer = 4 * (dim * dim + dim) + 2 * dim + (dim * hid + hid) + (hid * dim + dim) + 2 * dim
         return (v + p) * dim + 2 * dim + layers * layer
+    if mtype in ("wav2vec2", "hubert"):
+        return _wav2vec2_params(d, mtype)
+    if mtype == "audio-spectrogram-transformer":
+        return _ast_params(d)
     raise _Deferred(f"model type '{mtype}' has no static formula in archspec (counted at build)")
+
+
+def _encoder_layers(h: int, inter: int, layers: int) -> int:
+    """Post- or pre-norm transformer layers: q/k/v/out projections, two layer norms, a feed-forward."""
+    return layers * (4 * (h * h + h) + 2 * h + (h * inter + inter) + (inter * h + h) + 2 * h)
+
+
+def _wav2vec2_params(d: dict, mtype: str) -> int:
+    """``Wav2Vec2Model`` / ``HubertModel``: conv feature encoder, projection, positional conv, encoder."""
+    if d.get("add_adapter"):
+        raise _Deferred("a wav2vec2 adapter (`add_adapter`; counted at build)")
+    dims, kernels = d.get("conv_dim"), d.get("conv_kernel")
+    if not (isinstance(dims, list) and isinstance(kernels, list) and len(dims) == len(kernels) and dims):
+        raise _Deferred("config `conv_dim`/`conv_kernel` are not lists of one length")
+    h, layers, inter = _pos_int(d, "hidden_size"), _pos_int(d, "num_hidden_layers"), _pos_int(d, "intermediate_size")
+    k, groups = _pos_int(d, "num_conv_pos_embeddings"), _pos_int(d, "num_conv_pos_embedding_groups")
+    norm = d.get("feat_extract_norm")
+    n, c = 0, 1
+    for i, (out, kern) in enumerate(zip(dims, kernels)):
+        n += c * out * kern + (out if d.get("conv_bias") else 0)
+        if norm == "layer" or (norm == "group" and i == 0):
+            n += 2 * out  # LayerNorm per layer, or one GroupNorm(out, out) on the first
+        c = out
+    if mtype == "wav2vec2" or d.get("feat_proj_layer_norm", True):
+        n += 2 * c  # the projection's LayerNorm
+    n += c * h + h
+    if (d.get("mask_time_prob") or 0) > 0 or (d.get("mask_feature_prob") or 0) > 0:
+        n += h  # masked_spec_embed (SpecAugment's mask vector)
+    if mtype == "hubert" and d.get("conv_pos_batch_norm"):
+        n += 2 * h
+    n += h * (h // groups) * k + k + h  # weight-normed positional conv: v, g (1, 1, k), bias
+    return n + 2 * h + _encoder_layers(h, inter, layers)
+
+
+def _ast_params(d: dict) -> int:
+    """``ASTModel``: patch projection, CLS and distillation tokens, position embeddings, ViT layers."""
+    h, layers, inter = _pos_int(d, "hidden_size"), _pos_int(d, "num_hidden_layers"), _pos_int(d, "intermediate_size")
+    from .spec.hf_audio import spectrogram_patches
+
+    positions = spectrogram_patches(d)
+    if positions is None:
+        raise _Deferred("config `patch_size`/`num_mel_bins`/`max_length`/strides")
+    p = _pos_int(d, "patch_size")
+    qkv = h if d.get("qkv_bias", True) else 0
+    layer = 3 * (h * h + qkv) + (h * h + h) + 4 * h + (h * inter + inter) + (inter * h + h)
+    return (p * p * h + h) + 2 * h + positions * h + layers * layer + 2 * h
 
 
 def _rows_of_tokens(checked, input_name: str, fitted: dict) -> tuple[int, bool, str]:

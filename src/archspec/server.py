@@ -231,7 +231,7 @@ class ExportPredictor(Predictor):
         m = self.runtime.manifest
         self.name = m.get("name") or self.run_dir.name
         self.inputs = {}
-        for spec in m["inputs"]:
+        for spec in self.runtime.raw_inputs():  # gbdt heads and member runs read their own columns
             if spec.get("kind") == "attention_mask":
                 continue
             if spec.get("columns") is not None:

@@ -6,6 +6,13 @@ Needs only numpy, onnxruntime, and, when the model reads them, tokenizers (text)
 Numeric standardisation and integer category lookup are inside the graphs; this module does the
 rest as the run's preprocessing does: tokenization, image decoding, text category lookup.
 
+A run with gradient-boosted heads (``type: gbdt``) or members from other runs (``type: run``) is
+exported as several ONNX files (see :mod:`archspec.export`): each gbdt head's trees
+(``<name>.<head>.gbdt.onnx``: preprocessed features in, raw scores out) and each member run's own
+export (``members/<head>/``). :meth:`Predictor.outputs` runs those first and feeds their outputs to
+the main graph's inputs ``<head>.gbdt`` / ``<head>.member``; the main graph computes every late
+fusion over them, as the trained model does.
+
 Example (not run here: it needs an export)::
 
     from archspec.serving import Predictor
@@ -133,8 +140,8 @@ class _Inputs:
         feeds: dict = {}
         for spec in specs:
             name = spec["name"]
-            if name in feeds:
-                continue
+            if name in feeds or (spec.get("transform") or {}).get("runtime") in ("gbdt", "member"):
+                continue  # computed outside the graph (Predictor.outputs feeds it)
             expects = spec.get("expects")
             if expects is None:
                 raise ServingError(f"input '{name}': this export carries no preprocessing (it was exported from "
@@ -172,6 +179,28 @@ class _Inputs:
             except ValueError:
                 out.append(np.iinfo(np.int64).min)  # not an integer: not a known category (index 0)
         return np.asarray(out, dtype=np.int64)
+
+    def tree_features(self, entry: dict, cols: dict, n: int) -> np.ndarray:
+        """The ``features`` (n, F) float32 of a gbdt head's ONNX file: its inputs preprocessed as the
+        run did (numeric standardised in float64 then float32, categories as their index, vectors as
+        float32), concatenated in order (the manifest's ``gbdt.<head>.features.layout``)."""
+        parts = []
+        for spec in entry["inputs"]:
+            name = spec["name"]
+            if spec.get("expects") is None:
+                raise ServingError(f"gbdt input '{name}': this export carries no preprocessing — export the run")
+            if spec["kind"] == "index":
+                x = self._text_categories(spec, cols).astype(np.float32)  # index, whatever the raw type
+            elif spec.get("columns") is not None:
+                raw = np.stack([_numbers(_column(cols, c, name), c) for c in spec["columns"]], axis=1)
+                t = spec["transform"]
+                x = ((raw - np.asarray(t["shift"], dtype=np.float64)) / np.asarray(t["scale"], dtype=np.float64))
+            elif spec.get("width") is not None:
+                x = self._vectors(spec, cols, n)
+            else:
+                raise ServingError(f"gbdt input '{name}': kind '{spec['kind']}' — this runtime is older than the export")
+            parts.append(np.asarray(x).astype(np.float32).reshape(n, -1))
+        return np.concatenate(parts, axis=1) if parts else np.zeros((n, 0), np.float32)
 
     def _text_categories(self, spec, cols) -> np.ndarray:
         name = spec["name"]
@@ -302,19 +331,58 @@ class Predictor:
                                "trained run: archspec build RUN --export onnx --out DIR")
         self.inputs = _Inputs(root, json.loads((root / pre["state"]).read_text()))
         self._sessions: dict = {}
+        self._members: dict = {}
 
-    def _run(self, file: str, specs: list[dict], rows, data_dir) -> list[np.ndarray]:
+    def _session(self, file: str):
+        if file not in self._sessions:
+            if not (self.root / file).is_file():
+                raise ServingError(f"{self.root / file}: missing — the export directory is incomplete; export again")
+            self._sessions[file] = _session(self.root / file)
+        return self._sessions[file]
+
+    def _run(self, file: str, specs: list[dict], rows, data_dir, given=None) -> list[np.ndarray]:
         cols = _columns(rows)
         n = len(next(iter(cols.values()))) if cols else 0
-        feeds = self.inputs.make(specs, cols, n, data_dir)
-        if file not in self._sessions:
-            self._sessions[file] = _session(self.root / file)
-        return self._sessions[file].run(None, {s["name"]: feeds[s["name"]] for s in specs})
+        feeds = {**self.inputs.make(specs, cols, n, data_dir), **(given or {})}
+        return self._session(file).run(None, {s["name"]: feeds[s["name"]] for s in specs})
+
+    def _outside(self, rows, data_dir) -> dict:
+        """The main graph's inputs computed outside it: each gbdt head's raw scores (its trees' ONNX
+        file) and each member run's output (its own export)."""
+        m, given = self.manifest, {}
+        gbdt, members = m.get("gbdt") or {}, m.get("members") or {}
+        if gbdt:
+            cols = _columns(rows)
+            n = len(next(iter(cols.values()))) if cols else 0
+            for head, e in gbdt.items():
+                x = self.inputs.tree_features(e, cols, n)
+                given[e["output"]["feeds"]] = self._session(e["file"]).run(None, {e["features"]["name"]: x})[0]
+        for head, e in members.items():
+            if head not in self._members:
+                self._members[head] = Predictor(self.root / e["dir"])
+            given[e["feeds"]] = self._members[head].outputs(rows, data_dir)[e["output"]].astype(np.float32)
+        return given
+
+    def raw_inputs(self) -> list[dict]:
+        """The manifest specs of every input read from raw columns: the main graph's, each gbdt head's
+        and each member export's (by name, first one kept), for a server to describe and check rows."""
+        m, out, seen = self.manifest, [], set()
+        specs = [s for s in m["inputs"] if (s.get("transform") or {}).get("runtime") not in ("gbdt", "member")]
+        specs += [s for e in (m.get("gbdt") or {}).values() for s in e["inputs"]]
+        for head, e in (m.get("members") or {}).items():
+            if head not in self._members:
+                self._members[head] = Predictor(self.root / e["dir"])
+            specs += self._members[head].raw_inputs()
+        for spec in specs:
+            if spec["name"] not in seen:
+                seen.add(spec["name"])
+                out.append(spec)
+        return out
 
     def outputs(self, rows, data_dir=None) -> dict[str, np.ndarray]:
         """Every output of the model by name (logits, probabilities, scores, tower embeddings)."""
         m = self.manifest
-        values = self._run(m["files"]["onnx"], m["inputs"], rows, data_dir)
+        values = self._run(m["files"]["onnx"], m["inputs"], rows, data_dir, self._outside(rows, data_dir))
         return {o["name"]: v for o, v in zip(m["outputs"], values)}
 
     def embed(self, rows, tower: str = "query", head: str | None = None, data_dir=None) -> np.ndarray:

@@ -107,7 +107,8 @@ def _modalities_ok(ctx, name: str, cfg, ins: list[Shape]) -> bool:
         else:
             wants = " or ".join(sorted(cfg.accepts))
             fix = {TOKENS: "a `text` input", INDEX: "a `categorical` input", FEATURES: "an input, "
-                   "encoder or early fusion giving feature vectors", "image": "an `image` input"}
+                   "encoder or early fusion giving feature vectors", "image": "an `image` input",
+                   AUDIO: "an `audio` input"}
             ctx.report("E-MODALITY", path, f"{cfg.type} reads {wants}, but '{ref}' gives {shape}",
                        "connect " + " or ".join(fix.get(k, k) for k in sorted(cfg.accepts)))
     return ok

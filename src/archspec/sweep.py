@@ -441,16 +441,29 @@ def _optuna():
     return optuna
 
 
-def _storage(url: str):
+def _storage(url: str, attempts: int = 5):
+    """Optuna's RDB storage at ``url``.
+
+    Processes that open a new storage at the same moment (workers started together, or a worker and
+    a dashboard) race to create its tables; the loser gets an integrity or "table exists" error
+    although the storage is fine a moment later, so opening is retried a few times with a backoff.
+    """
+    import time
+
     optuna = _optuna()
     engine = {"connect_args": {"timeout": 120}} if url.startswith("sqlite") else {}
-    try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=engine, heartbeat_interval=30, grace_period=120,
-                                          heartbeat_stale_trial_callback=_requeue)
-    except ImportError as exc:
-        raise SweepError(f"storage {_safe_url(url)} needs a database driver that is not installed: {exc}") from None
-    except Exception as exc:  # noqa: BLE001 - SQLAlchemy raises many kinds; say which storage
-        raise SweepError(f"cannot open the study storage {_safe_url(url)}: {str(exc).splitlines()[0]}") from None
+    for attempt in range(attempts):
+        try:
+            return optuna.storages.RDBStorage(url, engine_kwargs=engine, heartbeat_interval=30, grace_period=120,
+                                              heartbeat_stale_trial_callback=_requeue)
+        except ImportError as exc:
+            raise SweepError(f"storage {_safe_url(url)} needs a database driver that is not installed: {exc}") from None
+        except Exception as exc:  # noqa: BLE001 - SQLAlchemy raises many kinds; say which storage
+            racing = type(exc).__name__ in ("IntegrityError", "OperationalError") and attempt + 1 < attempts
+            if racing:  # another process is creating the same tables
+                time.sleep(0.2 * 2 ** attempt)
+                continue
+            raise SweepError(f"cannot open the study storage {_safe_url(url)}: {str(exc).splitlines()[0]}") from None
 
 
 def _safe_url(url: str) -> str:

@@ -303,6 +303,8 @@ def fit(spec_path=None, *, data: str | None = None, out: str | None = None, resu
         say(f"resumed {run.root} at epoch {epoch + 1}, step {step}")
     else:
         torch.manual_seed(tcfg.seed)
+        # numpy's global generator too: transformers' SpecAugment (wav2vec2's time masks) draws from it
+        np.random.seed(tcfg.seed % 2 ** 32)
     if is_main:
         ckpt.prune(run.checkpoints) if run.checkpoints.exists() else None
 

@@ -73,5 +73,8 @@ def save_pretrained_configs(model, run_dir) -> list[str]:
             folder = Path(run_dir) / "pretrained" / name
             folder.mkdir(parents=True, exist_ok=True)
             model.encoders[name].model.config.to_json_file(str(folder / "config.json"))
+            extractor = getattr(model.encoders[name], "feature_extractor", None)  # an audio model's
+            if extractor is not None:
+                extractor.to_json_file(str(folder / "preprocessor_config.json"))
             saved.append(name)
     return saved

@@ -12,6 +12,7 @@ from torch import nn
 
 from ..errors import BuildError
 from ..registry import register_builder
+from ..shapes import AUDIO
 from .layers import activation, dense_stack, masked_pool
 
 
@@ -325,4 +326,9 @@ def build_transformer(cfg, in_shapes, ctx) -> nn.Module:
     if getattr(model.config, "is_encoder_decoder", False):
         # T5, BART, ...: the features are the encoder's; the decoder would need its own inputs
         model = model.get_encoder()
+    if in_shapes and in_shapes[0].kind == AUDIO:  # a waveform: feature extractor, audio model, frame pooling
+        from .hf_audio import wrap_audio
+
+        return wrap_audio(cfg, model, _hf_reference(cfg, ctx) if cfg.pretrained else None, ctx,
+                          {"local_files_only": hub.offline(), "trust_remote_code": False})
     return HFEncoder(model, cfg.pooling)

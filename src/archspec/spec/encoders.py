@@ -8,7 +8,7 @@ from pydantic import Field, model_validator
 
 from ..errors import NOTE, WARNING
 from ..registry import register_config
-from ..shapes import FEATURES, IMAGE, INDEX, SEQUENCE, TOKENS, Shape
+from ..shapes import AUDIO, FEATURES, IMAGE, INDEX, SEQUENCE, TOKENS, Shape
 from . import hf
 from .backbones import BACKBONE_WIDTHS, FIXED_SIZE
 from .base import Activation, Layers, Name, Node, PositiveInt
@@ -168,7 +168,12 @@ class TorchvisionEncoderConfig(EncoderNode):
 
 @register_config("encoder", "transformer")
 class TransformerEncoderConfig(EncoderNode):
-    """Any Hugging Face transformers encoder: pretrained (hub name or local directory) or built from a config."""
+    """Any Hugging Face transformers encoder: pretrained (hub name or local directory) or built from a config.
+
+    Over a `text` input it reads token ids and the attention mask. Over an `audio` input it runs an audio
+    model (`wav2vec2`, `hubert`, `wavlm`, `data2vec-audio`, `audio-spectrogram-transformer`) on the
+    waveform, after the model's own feature extractor (its `preprocessor_config.json`, or the transformers
+    default for a config-only model), and pools over the time frames (see docs/spec.md, "Audio encoders")."""
 
     type: Literal["transformer"]
     pretrained: Annotated[str, Field(min_length=1, max_length=4096)] | None = None
@@ -181,8 +186,9 @@ class TransformerEncoderConfig(EncoderNode):
     pooling: Literal["cls", "mean", "max", "pooler", "none"] = "cls"
     """Sequence to vector: first token, masked mean, masked max, or the model's pooler output
     (BERT's `pooler_output`, as in Keras examples); `none` keeps the sequence `(B, T, D)` of
-    hidden states (for a `cross_attention` fusion)."""
-    accepts = frozenset({TOKENS})
+    hidden states (for a `cross_attention` fusion). Audio: over time frames; waveform models
+    (wav2vec2, ...) have no CLS token and default to `mean`."""
+    accepts = frozenset({TOKENS, AUDIO})
 
     @model_validator(mode="after")
     def _source(self):
@@ -242,6 +248,14 @@ class TransformerEncoderConfig(EncoderNode):
         from .hf_check import check_inline_config
 
         check_inline_config(self.config, (cfg or {}).get("model_type"), ctx)
+        from .hf_audio import AUDIO_TYPES, infer_audio
+
+        if ins and ins[0].kind == AUDIO:
+            return infer_audio(self, cfg, where, ins, ctx)
+        if (cfg or {}).get("model_type") in AUDIO_TYPES:
+            ctx.report("E-MODALITY", ("input",), f"model type '{cfg['model_type']}' reads audio, but "
+                       f"'{self.input}' gives token ids", "read an `audio` input, or use a text model")
+            return Shape(FEATURES, (hf.width_of(cfg),))
         width = None
         if cfg is not None:
             if "model_type" not in cfg and where == "inline":

@@ -53,7 +53,12 @@ def check_inline_config(config: dict | None, model_type, ctx) -> None:
                        severity=WARNING, key=True)
             continue
         default = defaults.get(key)
-        if _SIZE.search(key) or key in _SIZE_KEYS:
+        if isinstance(default, (list, tuple)):  # e.g. wav2vec2's conv_dim / conv_kernel / conv_stride
+            if all(_is_int(d) for d in default) and not (
+                    isinstance(value, list) and value and all(_is_int(v) and v >= 1 for v in value)):
+                ctx.report("E-HF-CONFIG", path, f"`{key}` must be a list of positive integers, got {value!r}",
+                           f"e.g. `{key}: {list(default)}`")
+        elif _SIZE.search(key) or key in _SIZE_KEYS:
             if _is_int(default) and default <= 0:
                 lowest = default  # e.g. deberta's max_relative_positions -1 means "same as max positions"
             elif key == "type_vocab_size" or key == "chunk_size_feed_forward":
