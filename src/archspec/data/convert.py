@@ -85,6 +85,9 @@ def numbers(series: pd.Series, column: str, what: str = "value") -> tuple[np.nda
     """
     if series.dtype == bool:
         return series.to_numpy(dtype=np.float64), []
+    fast = _fast_numbers(series)
+    if fast is not None:
+        return fast, []
     num = pd.to_numeric(series, errors="coerce")
     arr = num.to_numpy(dtype=np.float64, na_value=np.nan)
     problems = []
@@ -103,6 +106,27 @@ def numbers(series: pd.Series, column: str, what: str = "value") -> tuple[np.nda
                 problems.append(Problem("nonfinite", f"{what} is {raw[i]!s} (not finite)",
                                         "replace it with a finite number or drop the row", row, column))
     return arr, problems
+
+
+def _fast_numbers(series: pd.Series) -> np.ndarray | None:
+    """The common case in one vectorised step: a numeric column, or text that Arrow's strict
+    parser reads (``1.5``, ``-2``, ``1e3``), every value finite. ``None`` sends the column through
+    :func:`numbers`' per-value path, which also words the problems. Per batch this is ~4× faster
+    than ``pd.to_numeric`` on text, which is how CSV cells arrive (:mod:`.store`)."""
+    try:
+        if series.dtype.kind in "iuf":
+            arr = series.to_numpy(dtype=np.float64, na_value=np.nan)
+        else:
+            import pyarrow as pa
+            import pyarrow.compute as pc
+
+            values = pa.array(series, from_pandas=True)
+            if not pa.types.is_string(values.type) and not pa.types.is_large_string(values.type):
+                return None
+            arr = pc.cast(values, pa.float64()).to_numpy(zero_copy_only=False)
+    except Exception:  # noqa: BLE001 - anything Arrow cannot read strictly goes the per-value way
+        return None
+    return arr if np.isfinite(arr).all() else None
 
 
 _VEC_SPLIT_RE = re.compile(r"[,\s]+")
@@ -198,6 +222,14 @@ def binary(series: pd.Series, column: str) -> tuple[np.ndarray, list[Problem]]:
         >>> binary(pd.Series(["yes", 0, True]), "y")[0].tolist()
         [1.0, 0.0, 1.0]
     """
+    try:
+        codes, uniques = pd.factorize(series, use_na_sentinel=True)
+    except TypeError:  # unhashable cells (lists): the per-value path words the problem
+        codes, uniques = np.array([-1]), []
+    if len(uniques) <= 8 and not (codes < 0).any():  # each distinct value read once (a batch has 2)
+        values = np.asarray([_binary_value(v) for v in uniques], dtype=np.float64)
+        if not np.isnan(values).any():
+            return values[codes], []
     out = np.zeros(len(series), dtype=np.float64)
     problems = []
     for i, (row, value) in enumerate(series.items()):
@@ -215,6 +247,13 @@ def binary(series: pd.Series, column: str) -> tuple[np.ndarray, list[Problem]]:
                                     "use 0/1 (a target of 2 would silently train binary cross-entropy on "
                                     "nonsense)", row, column))
     return out, problems
+
+
+def _binary_value(value) -> float:
+    """1.0 / 0.0 for a value :func:`binary` reads as true / false, NaN otherwise."""
+    key = label_key(value).lower() if not isinstance(value, (bool, np.bool_)) else str(bool(value)).lower()
+    key = {"1.0": "1", "0.0": "0", "1.": "1", "0.": "0"}.get(key, key)
+    return 1.0 if key in _TRUE else 0.0 if key in _FALSE else float("nan")
 
 
 def class_keys(series: pd.Series, column: str) -> tuple[list, list[Problem]]:
