@@ -32,11 +32,11 @@ def test_static_counts_equal_built_counts(path):
     assert static == per_node
     assert report.total.value == total
     assert all(c.value is not None for c in report.nodes.values())
-    # a bound only where a WordPiece vocabulary is fitted
+    # a bound only where a vocabulary is fitted on the data (WordPiece, whitespace words)
     for name, c in report.nodes.items():
         cfg = checked.graph.nodes[name]
         fitted_vocab = cfg.type == "embedding_bag" and cfg.vocab_size is None and \
-            checked.graph.nodes[cfg.input].tokenizer.type == "wordpiece"
+            checked.graph.nodes[cfg.input].tokenizer.type in ("wordpiece", "whitespace")
         assert c.bound == fitted_vocab, name
 
 
