@@ -308,3 +308,24 @@ def test_whitespace_tokenizer_gives_one_id_per_token_fitted_on_train_only(tmp_pa
     pre.save(run)
     again = Preprocessor.load(run, checked)
     assert torch.equal(again.transform(rows, tmp_path)[0]["t"], pre.transform(rows, tmp_path)[0]["t"])
+
+
+def test_numbers_and_binary_fast_paths_agree_with_the_per_value_reading():
+    """Text cells Arrow parses strictly go one vectorised way; the rest, and every problem, the per-value
+    way: both must read the same numbers, and the problems keep their rows."""
+    import pandas as pd
+
+    from archspec.data import convert
+
+    text = pd.Series(["1.5", "-2", "1e3", ".5", "+7", "0"], dtype=str)
+    assert convert._fast_numbers(text) is not None  # the vectorised path is taken ...
+    values, problems = convert.numbers(text, "a")
+    assert values.tolist() == pd.to_numeric(text).astype(float).tolist() and not problems
+    spaced = pd.Series([" 1.5", "2"], dtype=str)  # ... pandas reads what Arrow will not, per value
+    assert convert._fast_numbers(spaced) is None and convert.numbers(spaced, "a")[0].tolist() == [1.5, 2.0]
+    bad = pd.Series(["1", "x", "inf"], index=[10, 11, 12], dtype=str)
+    assert [(p.row, p.code) for p in convert.numbers(bad, "a")[1]] == [(11, "not-a-number"), (12, "nonfinite")]
+    labels = pd.Series(["yes", "0", "True", 1, "no"], dtype=object)
+    assert convert.binary(labels, "y")[0].tolist() == [1.0, 0.0, 1.0, 1.0, 0.0]
+    wrong = pd.Series(["1", "2", None], index=[5, 6, 7], dtype=object)
+    assert [(p.row, p.code) for p in convert.binary(wrong, "y")[1]] == [(6, "binary"), (7, "missing-value")]

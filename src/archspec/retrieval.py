@@ -667,9 +667,11 @@ def to_similarity(raw: np.ndarray, manifest: dict) -> np.ndarray:
 def _seen(value) -> set:
     """Items a query row has already seen: a list, or a string of ids separated by ``|`` or ``,``
     (pandas-free: the torch-free serving runtime uses it too)."""
+    from .serving import _missing
+
     if isinstance(value, (list, tuple, np.ndarray)):
         return {json.dumps(_plain(v)) for v in value}
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    if _missing(value):
         return set()
     if isinstance(value, str):
         parts = [p.strip() for p in value.replace(",", "|").split("|") if p.strip()]
@@ -681,11 +683,6 @@ def _seen(value) -> set:
             except ValueError:
                 pass
         return out
-    try:
-        if value != value:  # NaN-like scalars (numpy, pandas NA)
-            return set()
-    except (TypeError, ValueError):
-        pass
     return {json.dumps(_plain(value))}
 
 

@@ -228,9 +228,11 @@ def _convert(path: Path, fmt: str, out: Path) -> dict:
 
 def _conform(batch, schema, path, offset):
     """A later Parquet row group whose types differ from the first (e.g. int vs float): cast it."""
+    import pyarrow as pa
+
     try:
         return batch.cast(schema)
-    except Exception as exc:  # pyarrow raises ArrowInvalid / ArrowNotImplementedError
+    except (pa.ArrowException, ValueError, TypeError) as exc:  # ArrowInvalid, ArrowNotImplementedError, ...
         raise DataError(f"{path}: the column types change after row {offset + 1} ({exc}) — write the file "
                         "with one type per column") from None
 

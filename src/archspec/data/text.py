@@ -258,10 +258,6 @@ class WhitespaceText(WordPieceText):
 
     kind = "whitespace"
 
-    @classmethod
-    def fit(cls, cfg, texts, max_length: int, base_dir, node: str) -> "WhitespaceText":
-        return cls.train(texts, cfg.vocab_size, cfg.lowercase, cfg.min_frequency, max_length)
-
     @staticmethod
     def streaming(cfg):
         """``(update(texts), finish(max_length))``: token counts grow with the distinct tokens only."""

@@ -13,7 +13,7 @@ from torch import nn
 from ..errors import BuildError
 from ..registry import register_builder
 from ..shapes import AUDIO
-from .layers import activation, dense_stack, masked_pool
+from .layers import activation, dense_stack, masked_pool, pool_output
 
 
 class MLP(nn.Sequential):
@@ -253,15 +253,7 @@ class HFEncoder(nn.Module):
         self.pooling = pooling
 
     def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:  # (B, T), (B, T) -> (B, D)
-        out = self.model(input_ids=ids, attention_mask=mask)
-        if self.pooling == "pooler":
-            return out.pooler_output
-        hidden = out.last_hidden_state  # (B, T, D)
-        if self.pooling == "none":
-            return hidden
-        if self.pooling == "cls":
-            return hidden[:, 0]
-        return masked_pool(hidden, mask, self.pooling)
+        return pool_output(self.model(input_ids=ids, attention_mask=mask), self.pooling, lambda t: mask)
 
 
 def _hf_reference(cfg, ctx) -> str:

@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from ..errors import BuildError
-from .layers import masked_pool
+from .layers import pool_output
 
 
 def _valid_mask(wave: torch.Tensor) -> torch.Tensor:
@@ -124,17 +124,9 @@ class HFAudioEncoder(nn.Module):
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
         x, mask = self.extractor(wave)
         out = self.model(input_values=x, attention_mask=mask) if mask is not None else self.model(input_values=x)
-        if self.pooling == "pooler":
-            return out.pooler_output
-        hidden = out.last_hidden_state  # (B, T, D)
-        if self.pooling == "none":
-            return hidden
-        if self.pooling == "cls":
-            return hidden[:, 0]
-        if mask is None:
-            return hidden.mean(1) if self.pooling == "mean" else hidden.amax(1)
-        frames = self.model._get_feature_vector_attention_mask(hidden.shape[1], mask)  # (B, T)
-        return masked_pool(hidden, frames, self.pooling)
+        # the sample mask as a (B, T) mask of the model's frames
+        frames = None if mask is None else (lambda t: self.model._get_feature_vector_attention_mask(t, mask))
+        return pool_output(out, self.pooling, frames)
 
 
 def feature_extractor(cfg, model_config, ref: str | None, sample_rate: int, ctx, load_kw: dict):

@@ -69,3 +69,20 @@ def masked_pool(hidden: torch.Tensor, mask: torch.Tensor, how: str) -> torch.Ten
     if how == "sum":
         return (hidden * m).sum(1)
     raise ValueError(how)
+
+
+def pool_output(out, pooling: str, mask_of=None) -> torch.Tensor:
+    """A transformers output pooled as ``pooling`` says: ``pooler`` output, the ``none`` (B, T, D)
+    sequence, the ``cls`` (first) position, or the ``mean``/``max`` over the positions where
+    ``mask_of(T)`` (a (B, T) mask for T positions; ``None``: every position) is 1."""
+    if pooling == "pooler":
+        return out.pooler_output
+    hidden = out.last_hidden_state  # (B, T, D)
+    if pooling == "none":
+        return hidden
+    if pooling == "cls":
+        return hidden[:, 0]
+    mask = mask_of(hidden.shape[1]) if mask_of is not None else None
+    if mask is None:
+        return hidden.mean(1) if pooling == "mean" else hidden.amax(1)
+    return masked_pool(hidden, mask, pooling)
